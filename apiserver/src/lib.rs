@@ -1,0 +1,17 @@
+//! minik8s API server: Kubernetes REST and watch semantics over TLS, on an embedded SQLite
+//! store or etcd. See `../shared/ARCHITECTURE.md` for the request path.
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod pki;
+pub mod registry;
+pub mod request_info;
+pub mod selector;
+pub mod server;
+pub mod storage;
+pub mod validation;
+pub mod watch_cache;
+
+pub use config::Config;
+pub use server::{run, start, Server};

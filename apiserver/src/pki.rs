@@ -1,0 +1,1 @@
+//! Cluster CA, serving and client certificates, kubeconfig.

@@ -1,0 +1,1 @@
+//! Embedded store: SQLite with a kine-like revision log.

@@ -1,0 +1,1 @@
+//! The backend test suite every `Backend` must pass.

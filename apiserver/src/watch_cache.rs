@@ -1,0 +1,1 @@
+//! Watch cache: per resource, current state plus a ring of recent events.

@@ -1,0 +1,39 @@
+//! Shared client setup for minik8s components: every component talks to the API server
+//! over HTTP with kube-rs, exactly like upstream components do.
+
+use std::path::Path;
+
+/// Errors building a client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig could not be read or parsed.
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig did not yield a usable client.
+    #[error("building client from {path}: {source}")]
+    Client {
+        path: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Builds a `kube::Client` from a kubeconfig file.
+pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+    let p = path.display().to_string();
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+        path: p.clone(),
+        source,
+    })?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|source| Error::Kubeconfig {
+            path: p.clone(),
+            source,
+        })?;
+    kube::Client::try_from(cfg).map_err(|source| Error::Client { path: p, source })
+}

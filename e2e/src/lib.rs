@@ -1,0 +1,1 @@
+//! End-to-end tests live in `tests/` and in `kubectl.sh`; they need a running cluster.

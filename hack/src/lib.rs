@@ -1,0 +1,1 @@
+//! Shared pieces of the tools under `hack/`.
