@@ -1,8 +1,439 @@
-//! Every resource minik8s serves, with its strategy.
+//! Every resource minik8s serves, with its strategy and upstream discovery facts.
 
-use super::ResourceInfo;
+use std::sync::Arc;
+
+use k8s_openapi::api::{
+    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
+};
+
+use super::strategies::basic::Basic;
+use super::strategies::event::{EventStrategy, EventsV1Strategy};
+use super::{ResourceInfo, Strategy, Subresource};
+use crate::validation::NameRule;
+
+const ALL: &[&str] = &["all"];
+const NONE: &[&str] = &[];
+const STATUS: &[Subresource] = &[Subresource::Status];
+const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
+const NO_SUB: &[Subresource] = &[];
+
+/// Where a resource lives and how discovery names it.
+struct Names {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+}
+
+fn info(
+    n: Names,
+    categories: &'static [&'static str],
+    namespaced: bool,
+    subresources: &'static [Subresource],
+    strategy: impl Strategy,
+) -> ResourceInfo {
+    // Upstream singular names are the lowercased kind for every built-in resource.
+    let singular: &'static str = Box::leak(n.kind.to_lowercase().into_boxed_str());
+    ResourceInfo {
+        group: n.group,
+        version: n.version,
+        kind: n.kind,
+        plural: n.plural,
+        singular,
+        short_names: n.short_names,
+        categories,
+        namespaced,
+        subresources,
+        strategy: Arc::new(strategy),
+    }
+}
+
+const fn core(
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+) -> Names {
+    Names {
+        group: "",
+        version: "v1",
+        kind,
+        plural,
+        short_names,
+    }
+}
+
+const fn grp(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+) -> Names {
+    Names {
+        group,
+        version,
+        kind,
+        plural,
+        short_names,
+    }
+}
 
 /// The resources served, in discovery order.
 pub fn resources() -> Vec<ResourceInfo> {
-    Vec::new()
+    vec![
+        // core/v1
+        info(
+            core("Namespace", "namespaces", &["ns"]),
+            NONE,
+            false,
+            STATUS,
+            Basic::<core::Namespace>::cluster().with_rule(NameRule::Label),
+        ),
+        info(
+            core("Pod", "pods", &["po"]),
+            ALL,
+            true,
+            STATUS,
+            Basic::<core::Pod>::namespaced(),
+        ),
+        info(
+            core("Service", "services", &["svc"]),
+            ALL,
+            true,
+            STATUS,
+            Basic::<core::Service>::namespaced().with_rule(NameRule::Dns1035Label),
+        ),
+        info(
+            core("Endpoints", "endpoints", &["ep"]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<core::Endpoints>::namespaced(),
+        ),
+        info(
+            core("ConfigMap", "configmaps", &["cm"]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<core::ConfigMap>::namespaced(),
+        ),
+        info(
+            core("Secret", "secrets", &[]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<core::Secret>::namespaced(),
+        ),
+        info(
+            core("Node", "nodes", &["no"]),
+            NONE,
+            false,
+            STATUS,
+            Basic::<core::Node>::cluster(),
+        ),
+        info(
+            core("Event", "events", &["ev"]),
+            NONE,
+            true,
+            NO_SUB,
+            EventStrategy,
+        ),
+        info(
+            core("ServiceAccount", "serviceaccounts", &["sa"]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<core::ServiceAccount>::namespaced(),
+        ),
+        info(
+            core("PersistentVolume", "persistentvolumes", &["pv"]),
+            NONE,
+            false,
+            STATUS,
+            Basic::<core::PersistentVolume>::cluster(),
+        ),
+        info(
+            core("PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"]),
+            NONE,
+            true,
+            STATUS,
+            Basic::<core::PersistentVolumeClaim>::namespaced(),
+        ),
+        info(
+            core("ResourceQuota", "resourcequotas", &["quota"]),
+            NONE,
+            true,
+            STATUS,
+            Basic::<core::ResourceQuota>::namespaced(),
+        ),
+        info(
+            core("LimitRange", "limitranges", &["limits"]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<core::LimitRange>::namespaced(),
+        ),
+        info(
+            core("PodTemplate", "podtemplates", &[]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<core::PodTemplate>::namespaced(),
+        ),
+        info(
+            core("ReplicationController", "replicationcontrollers", &["rc"]),
+            ALL,
+            true,
+            STATUS_SCALE,
+            Basic::<core::ReplicationController>::namespaced().with_generation(),
+        ),
+        // apps/v1
+        info(
+            grp("apps", "v1", "Deployment", "deployments", &["deploy"]),
+            ALL,
+            true,
+            STATUS_SCALE,
+            Basic::<apps::Deployment>::namespaced().with_generation(),
+        ),
+        info(
+            grp("apps", "v1", "ReplicaSet", "replicasets", &["rs"]),
+            ALL,
+            true,
+            STATUS_SCALE,
+            Basic::<apps::ReplicaSet>::namespaced().with_generation(),
+        ),
+        info(
+            grp("apps", "v1", "StatefulSet", "statefulsets", &["sts"]),
+            ALL,
+            true,
+            STATUS_SCALE,
+            Basic::<apps::StatefulSet>::namespaced().with_generation(),
+        ),
+        info(
+            grp("apps", "v1", "DaemonSet", "daemonsets", &["ds"]),
+            ALL,
+            true,
+            STATUS,
+            Basic::<apps::DaemonSet>::namespaced().with_generation(),
+        ),
+        info(
+            grp(
+                "apps",
+                "v1",
+                "ControllerRevision",
+                "controllerrevisions",
+                &[],
+            ),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<apps::ControllerRevision>::namespaced(),
+        ),
+        // batch/v1
+        info(
+            grp("batch", "v1", "Job", "jobs", &[]),
+            ALL,
+            true,
+            STATUS,
+            Basic::<batch::Job>::namespaced().with_generation(),
+        ),
+        info(
+            grp("batch", "v1", "CronJob", "cronjobs", &["cj"]),
+            ALL,
+            true,
+            STATUS,
+            Basic::<batch::CronJob>::namespaced().with_generation(),
+        ),
+        // coordination.k8s.io/v1
+        info(
+            grp("coordination.k8s.io", "v1", "Lease", "leases", &[]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<coordination::Lease>::namespaced(),
+        ),
+        // discovery.k8s.io/v1
+        info(
+            grp(
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+                "endpointslices",
+                &[],
+            ),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<discovery::EndpointSlice>::namespaced(),
+        ),
+        // events.k8s.io/v1
+        info(
+            grp("events.k8s.io", "v1", "Event", "events", &["ev"]),
+            NONE,
+            true,
+            NO_SUB,
+            EventsV1Strategy,
+        ),
+        // autoscaling/v2
+        info(
+            grp(
+                "autoscaling",
+                "v2",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                &["hpa"],
+            ),
+            ALL,
+            true,
+            STATUS,
+            Basic::<autoscaling::HorizontalPodAutoscaler>::namespaced().with_generation(),
+        ),
+        // policy/v1
+        info(
+            grp(
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+                &["pdb"],
+            ),
+            NONE,
+            true,
+            STATUS,
+            Basic::<policy::PodDisruptionBudget>::namespaced().with_generation(),
+        ),
+        // networking.k8s.io/v1
+        info(
+            grp("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"]),
+            NONE,
+            true,
+            STATUS,
+            Basic::<networking::Ingress>::namespaced().with_generation(),
+        ),
+        info(
+            grp(
+                "networking.k8s.io",
+                "v1",
+                "NetworkPolicy",
+                "networkpolicies",
+                &["netpol"],
+            ),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<networking::NetworkPolicy>::namespaced().with_generation(),
+        ),
+        // rbac.authorization.k8s.io/v1
+        info(
+            grp("rbac.authorization.k8s.io", "v1", "Role", "roles", &[]),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<rbac::Role>::namespaced().with_rule(NameRule::PathSegment),
+        ),
+        info(
+            grp(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+                &[],
+            ),
+            NONE,
+            true,
+            NO_SUB,
+            Basic::<rbac::RoleBinding>::namespaced().with_rule(NameRule::PathSegment),
+        ),
+        info(
+            grp(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRole",
+                "clusterroles",
+                &[],
+            ),
+            NONE,
+            false,
+            NO_SUB,
+            Basic::<rbac::ClusterRole>::cluster().with_rule(NameRule::PathSegment),
+        ),
+        info(
+            grp(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRoleBinding",
+                "clusterrolebindings",
+                &[],
+            ),
+            NONE,
+            false,
+            NO_SUB,
+            Basic::<rbac::ClusterRoleBinding>::cluster().with_rule(NameRule::PathSegment),
+        ),
+        // storage.k8s.io/v1
+        info(
+            grp(
+                "storage.k8s.io",
+                "v1",
+                "StorageClass",
+                "storageclasses",
+                &["sc"],
+            ),
+            NONE,
+            false,
+            NO_SUB,
+            Basic::<storage::StorageClass>::cluster(),
+        ),
+        // scheduling.k8s.io/v1
+        info(
+            grp(
+                "scheduling.k8s.io",
+                "v1",
+                "PriorityClass",
+                "priorityclasses",
+                &["pc"],
+            ),
+            NONE,
+            false,
+            NO_SUB,
+            Basic::<scheduling::PriorityClass>::cluster(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        let rs = resources();
+        let mut seen = std::collections::HashSet::new();
+        for r in &rs {
+            assert!(
+                seen.insert((r.group, r.plural)),
+                "duplicate {}",
+                r.qualified_resource()
+            );
+            assert_eq!(r.singular, r.kind.to_lowercase());
+            assert_eq!(
+                r.has_subresource(Subresource::Scale),
+                r.strategy.scale_paths().is_some(),
+                "{}",
+                r.plural
+            );
+        }
+        let find = |g: &str, p: &str| rs.iter().find(|r| r.group == g && r.plural == p);
+        let ev = find("events.k8s.io", "events").map(|r| r.key_prefix());
+        assert_eq!(ev.as_deref(), Some("/registry/events/"));
+        assert_eq!(
+            find("apps", "deployments").map(|r| r.short_names),
+            Some(&["deploy"][..])
+        );
+        assert_eq!(rs.len(), 36);
+    }
 }
