@@ -4,13 +4,19 @@
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod object;
+pub mod patch;
 pub mod pki;
 pub mod registry;
 pub mod request_info;
 pub mod selector;
+#[cfg(any())]
+pub mod server;
+#[path = "server_stub.rs"]
 pub mod server;
 pub mod storage;
 pub mod validation;
+#[cfg(any())]
 pub mod watch_cache;
 
 pub use config::Config;

@@ -1,16 +1,36 @@
-//! TLS listener and the server's lifecycle.
+//! TLS listener and the server's lifecycle: storage, caches, registry, then HTTPS.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::Config;
+use crate::handlers::{self, ApiState};
+use crate::pki::{self, Pki};
+use crate::registry::stores::Registry;
+use crate::watch_cache::Caches;
+use crate::{storage, Config};
+
+/// How long open connections may take to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A started API server.
 pub struct Server {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The admin kubeconfig it wrote.
     pub kubeconfig: PathBuf,
+    /// `https://host:port` clients should use.
+    pub url: String,
+    /// The certificates it serves with.
+    pub pki: Arc<Pki>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -21,9 +41,124 @@ impl Server {
     }
 }
 
-/// Starts the API server and returns once it listens.
-pub async fn start(_cfg: Config, _shutdown: CancellationToken) -> anyhow::Result<Server> {
-    anyhow::bail!("not yet")
+/// Starts the API server and returns once it listens and is ready.
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let data_dir = cfg.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let pki = Arc::new(
+        Pki::load_or_create(&data_dir, &cfg.tls_san)
+            .with_context(|| format!("cannot set up certificates in {}", data_dir.display()))?,
+    );
+    let tls = pki.server_config().context("cannot build TLS configuration")?;
+
+    let backend = storage::open(&data_dir, &cfg.datastore_endpoint)
+        .await
+        .context("cannot open the datastore")?;
+
+    let resources = crate::registry::table::resources();
+    let caches = Caches::new(&resources);
+    let root = format!("{}/", cfg.etcd_prefix.trim_end_matches('/'));
+    let feeder = caches.spawn_feeder(backend.clone(), root, shutdown.clone());
+    tokio::time::timeout(Duration::from_secs(60), caches.wait_ready())
+        .await
+        .context("timed out loading the watch cache from the datastore")?;
+
+    let registry = Arc::new(Registry::new(resources, backend.clone(), caches.clone())?);
+    registry.bootstrap().await.context("cannot create the system namespaces")?;
+    let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
+    let compactor = storage::spawn_compactor(
+        backend.clone(),
+        Duration::from_secs(cfg.compaction_interval_seconds.max(1)),
+        cfg.compaction_retain_revisions,
+        shutdown.clone(),
+    );
+
+    let bind = SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
+    let listener = TcpListener::bind(bind).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot listen on {bind}: address in use; pass --https-listen-port")
+        } else {
+            anyhow::anyhow!("cannot listen on {bind}: {e}")
+        }
+    })?;
+    let addr = listener.local_addr()?;
+    let host: IpAddr = if cfg.bind_address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { cfg.bind_address };
+    let url = format!("https://{}", SocketAddr::new(host, addr.port()));
+    let kubeconfig = data_dir.join("kubeconfig.yaml");
+    pki.write_kubeconfig(&kubeconfig, &url)
+        .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+
+    let state = Arc::new(ApiState::new(registry, url.clone(), shutdown.clone()));
+    let acceptor = TlsAcceptor::from(tls);
+    let task = tokio::spawn(serve(listener, acceptor, state, shutdown.clone(), vec![feeder, finalizer, compactor]));
+    tracing::info!(%addr, "API server listening");
+    Ok(Server { addr, kubeconfig, url, pki, task })
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<ApiState>,
+    shutdown: CancellationToken,
+    background: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| pki::user_from_client_cert(c.as_ref()));
+            let user = Arc::new(user);
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                let user = user.clone();
+                async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, req, user).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(1000);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            let conn = watcher.watch(conn.into_owned());
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining connections");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections did not finish in time");
+    }
+    for t in background {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
 }
 
 /// Runs the API server until `shutdown` is cancelled.

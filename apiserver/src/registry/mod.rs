@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use crate::validation::FieldErrors;
 
+#[cfg(any())]
 pub mod store;
+#[cfg(any())]
+pub mod stores;
 pub mod strategies;
 pub mod table;
 
@@ -147,6 +150,17 @@ pub trait Strategy: Send + Sync + 'static {
     /// share storage with another group-version (events.k8s.io/v1 Events are stored as core/v1).
     fn to_storage(&self, obj: Value) -> Value {
         obj
+    }
+
+    /// True when `to_storage`/`from_storage` are not the identity.
+    fn has_conversion(&self) -> bool {
+        false
+    }
+
+    /// Default grace period for a delete without `gracePeriodSeconds`; `None` or `Some(0)`
+    /// deletes at once. Pods bound to a node return their termination grace period.
+    fn default_grace_period(&self, _obj: &Value) -> Option<i64> {
+        None
     }
 
     /// Converts a stored object into this resource's version; inverse of `to_storage`.

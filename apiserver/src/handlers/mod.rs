@@ -1,0 +1,7 @@
+//! HTTP handlers.
+
+#[cfg(any())]
+pub mod rest;
+#[cfg(any())]
+pub mod watch;
+pub mod discovery;

@@ -1,0 +1,199 @@
+//! WATCH: newline-delimited JSON events streamed from the watch cache. The object bytes of
+//! each event are shared by every watcher; only the small frame around them is written per
+//! watcher. A watcher that falls too far behind gets a 410 ERROR event and is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use super::{ApiState, Body};
+use crate::error::{Error, Result};
+use crate::object;
+use crate::registry::store::{ListParams, Store};
+use crate::request_info::Query;
+use crate::validation::FieldError;
+use crate::watch_cache::{filtered_type, Broadcast, CacheError};
+
+/// Frames buffered per watcher between the cache and its connection.
+const WATCHER_BUFFER: usize = 256;
+/// How long a watch waits for the cache to reach a future resourceVersion.
+const FUTURE_RV_WAIT: Duration = Duration::from_secs(3);
+
+fn frame(kind: &str, obj: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(obj.len() + 32);
+    b.put_slice(b"{\"type\":\"");
+    b.put_slice(kind.as_bytes());
+    b.put_slice(b"\",\"object\":");
+    b.put_slice(obj);
+    b.put_slice(b"}\n");
+    b.freeze()
+}
+
+fn error_frame(e: &Error) -> Bytes {
+    frame("ERROR", e.status().to_string().as_bytes())
+}
+
+fn bookmark(store: &Store, rev: i64, initial_end: bool) -> Bytes {
+    let mut meta = json!({ "resourceVersion": rev.to_string(), "creationTimestamp": null });
+    if initial_end {
+        meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+    }
+    let obj = json!({ "kind": store.info.kind, "apiVersion": store.info.api_version(), "metadata": meta });
+    frame("BOOKMARK", obj.to_string().as_bytes())
+}
+
+/// Serves a watch request.
+pub async fn serve(
+    state: &Arc<ApiState>,
+    store: Arc<Store>,
+    ns: &str,
+    mut p: ListParams,
+    q: &Query,
+) -> Result<Response<Body>> {
+    if store.info.namespaced && !ns.is_empty() {
+        p.filter.namespace = Some(ns.to_string());
+    }
+    let bookmarks = q.allow_watch_bookmarks;
+    let send_initial = q.send_initial_events.unwrap_or(false);
+    let rv = p.resource_version.clone().filter(|s| !s.is_empty());
+    if q.send_initial_events.is_some() {
+        let mut errs = Vec::new();
+        if p.resource_version_match.as_deref() != Some("NotOlderThan") {
+            errs.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if send_initial && !bookmarks {
+            errs.push(FieldError::forbidden("allowWatchBookmarks", "sendInitialEvents requires allowWatchBookmarks=true"));
+        }
+        if !errs.is_empty() {
+            return Err(Error::Invalid { kind: "ListOptions.meta.k8s.io".into(), name: String::new(), errors: errs });
+        }
+    } else if p.resource_version_match.is_some() {
+        return Err(Error::Invalid {
+            kind: "ListOptions.meta.k8s.io".into(),
+            name: String::new(),
+            errors: vec![FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            )],
+        });
+    }
+    // Where to start: None = current state first.
+    let from = match rv.as_deref() {
+        None | Some("0") => None,
+        Some(r) => Some(object::parse_resource_version(r).map_err(Error::BadRequest)?),
+    };
+    if let Some(n) = from {
+        if !state.registry.caches.wait_for(n, FUTURE_RV_WAIT).await {
+            return Err(Error::Timeout(format!(
+                "Too large resource version: {n}, current: {}",
+                state.registry.caches.seen()
+            )));
+        }
+    }
+    let start_from = if send_initial { None } else { from };
+    let timeout = match q.timeout_seconds {
+        Some(t) => Duration::from_secs(t),
+        None => Duration::from_secs(1800 + rand::rng().random_range(0..1800)),
+    };
+
+    let (tx, rx) = mpsc::channel::<Bytes>(WATCHER_BUFFER);
+    let start = store.cache.watch(start_from, &p.filter);
+    let shutdown = state.shutdown.clone();
+    let filter = p.filter.clone();
+    let store2 = store.clone();
+    tokio::spawn(async move {
+        let start = match start {
+            Ok(s) => s,
+            Err(CacheError::TooOld { requested, oldest }) => {
+                let e = Error::Expired(format!("too old resource version: {requested} ({oldest})"));
+                let _ = tx.send(error_frame(&e)).await;
+                return;
+            }
+            Err(e @ CacheError::TooLarge { .. }) => {
+                let _ = tx.send(error_frame(&Error::Timeout(e.to_string()))).await;
+                return;
+            }
+        };
+        let mut rx = start.rx;
+        for (t, o) in &start.initial {
+            if tx.send(frame(t.as_str(), &o.bytes)).await.is_err() {
+                return;
+            }
+        }
+        let mut last_rev = start.revision;
+        if send_initial && tx.send(bookmark(&store2, last_rev, true)).await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            let msg = tokio::select! {
+                _ = &mut deadline => return,
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                m = rx.recv() => m,
+            };
+            let out = match msg {
+                Ok(Broadcast::Event(e)) => {
+                    if e.revision <= last_rev {
+                        continue;
+                    }
+                    last_rev = e.revision;
+                    match filtered_type(&e, &filter) {
+                        Some(t) => frame(t.as_str(), &e.obj.bytes),
+                        None => continue,
+                    }
+                }
+                Ok(Broadcast::Progress(rev)) => {
+                    if !bookmarks || rev <= last_rev {
+                        continue;
+                    }
+                    last_rev = rev;
+                    bookmark(&store2, rev, false)
+                }
+                Ok(Broadcast::Reset) => return,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::info!(resource = %store2.info.plural, skipped = n, "watcher too slow; closing it");
+                    let e = Error::Expired(format!(
+                        "too old resource version: {last_rev}: watcher fell behind by {n} events"
+                    ));
+                    let _ = tx.try_send(error_frame(&e));
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            // A watcher whose connection does not drain its buffer is cut off instead
+            // of holding events for ever.
+            match tx.try_send(out) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(out)) => {
+                    if tokio::time::timeout(Duration::from_secs(10), tx.send(out)).await.is_err() {
+                        tracing::info!(resource = %store2.info.plural, "watcher not reading; closing it");
+                        return;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    });
+    let stream = ReceiverStream::new(rx).map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
+    let mut r = Response::new(StreamBody::new(stream).boxed());
+    *r.status_mut() = StatusCode::OK;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    Ok(r)
+}

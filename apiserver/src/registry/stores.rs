@@ -1,0 +1,144 @@
+//! The set of stores, one per served resource, plus the work the API server does across
+//! resources: bootstrap namespaces and emptying a namespace that is being deleted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::object;
+use crate::registry::store::{DeleteOptions, ListParams, Store, WriteOptions};
+use crate::registry::ResourceInfo;
+use crate::storage::Backend;
+use crate::watch_cache::Caches;
+
+/// Namespaces that exist from the first start.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Every store, addressable by group/version/resource.
+pub struct Registry {
+    pub resources: Vec<ResourceInfo>,
+    stores: HashMap<(String, String, String), Arc<Store>>,
+    pub caches: Arc<Caches>,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl Registry {
+    /// Builds a store for each resource over one backend and one set of caches.
+    pub fn new(resources: Vec<ResourceInfo>, backend: Arc<dyn Backend>, caches: Arc<Caches>) -> Result<Self> {
+        let mut stores = HashMap::new();
+        for r in &resources {
+            let cache = caches
+                .get(r.group, r.plural)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("no watch cache for {}", r.qualified_resource())))?;
+            let k = (r.group.to_string(), r.version.to_string(), r.plural.to_string());
+            if stores.contains_key(&k) {
+                return Err(Error::Internal(format!("resource {} registered twice", r.qualified_resource())));
+            }
+            stores.insert(k, Arc::new(Store::new(r.clone(), cache, backend.clone(), caches.clone())));
+        }
+        Ok(Registry { resources, stores, caches, backend })
+    }
+
+    /// The store of a resource.
+    pub fn store(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<Store>> {
+        self.stores.get(&(group.to_string(), version.to_string(), plural.to_string()))
+    }
+
+    /// Creates the system namespaces that do not exist yet.
+    pub async fn bootstrap(&self) -> Result<()> {
+        let Some(ns) = self.store("", "v1", "namespaces") else {
+            return Ok(());
+        };
+        for name in SYSTEM_NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            match ns.create("", obj, &WriteOptions::default()).await {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows namespaces being deleted: deletes everything in them, then finalizes them.
+    pub fn spawn_namespace_finalizer(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = this.finalize_namespaces().await {
+                    tracing::warn!(error = %e, "namespace finalizer");
+                }
+            }
+        })
+    }
+
+    async fn finalize_namespaces(&self) -> Result<()> {
+        let Some(ns_store) = self.store("", "v1", "namespaces") else {
+            return Ok(());
+        };
+        let (all, _, _) = ns_store.cache.list(&Default::default(), "", 0);
+        for o in all {
+            let v: Value = serde_json::from_slice(&o.bytes).unwrap_or(Value::Null);
+            if object::meta_str(&v, "deletionTimestamp").is_empty() {
+                continue;
+            }
+            let name = o.name.clone();
+            let mut remaining = 0usize;
+            for (k, store) in &self.stores {
+                if !store.info.namespaced {
+                    continue;
+                }
+                // Several versions may serve one storage; delete through one of them.
+                if store.info.strategy.has_conversion() {
+                    continue;
+                }
+                let _ = k;
+                let params = ListParams {
+                    filter: crate::watch_cache::Filter { namespace: Some(name.clone()), ..Default::default() },
+                    ..Default::default()
+                };
+                let (items, _, _) = store.cache.list(&params.filter, "", 0);
+                if items.is_empty() {
+                    continue;
+                }
+                remaining += items.len();
+                let opts = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+                for item in items {
+                    match store.delete(&item.namespace, &item.name, &opts).await {
+                        Ok(_) | Err(Error::NotFound { .. }) => {}
+                        Err(e) => tracing::warn!(namespace = %name, name = %item.name, error = %e, "deleting namespace content"),
+                    }
+                }
+            }
+            if remaining > 0 {
+                continue;
+            }
+            // Empty: the "kubernetes" finalizer is done; the object goes once no
+            // metadata finalizers remain.
+            let v = match ns_store.get_value("", &name).await {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            let meta_finalizers = object::meta(&v)
+                .and_then(|m| m.get("finalizers"))
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            if !meta_finalizers {
+                match ns_store.remove(&name).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!(namespace = %name, error = %e, "removing namespace"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
