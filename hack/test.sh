@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command: dependencies, formatting, lints, unit and integration tests (which start
+# etcd themselves), then the stock-kubectl end-to-end scenarios. Stops at the first failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+start=$SECONDS
+current="setup"
+section() {
+    current=$1
+    printf '\n==== %s  [%ds]\n' "$current" "$((SECONDS - start))"
+}
+finish() {
+    local rc=$?
+    if ((rc == 0)); then
+        printf '\n==== PASSED in %ds\n' "$((SECONDS - start))"
+    else
+        printf '\n==== FAILED in "%s" (exit %d) after %ds\n' "$current" "$rc" "$((SECONDS - start))" >&2
+    fi
+}
+trap finish EXIT
+
+section "dependencies"
+bash hack/install-deps.sh
+if [[ -d $HOME/.cargo/bin ]]; then export PATH=$HOME/.cargo/bin:$PATH; fi
+
+section "cargo fmt"
+cargo fmt --all -- --check
+
+section "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "cargo test"
+cargo test --workspace
+
+if [[ -f e2e/kubectl.sh ]]; then
+    section "e2e: kubectl"
+    bash e2e/kubectl.sh
+else
+    section "e2e: kubectl (skipped: e2e/kubectl.sh not present)"
+fi
