@@ -10,13 +10,9 @@ pub mod pki;
 pub mod registry;
 pub mod request_info;
 pub mod selector;
-#[cfg(any())]
-pub mod server;
-#[path = "server_stub.rs"]
 pub mod server;
 pub mod storage;
 pub mod validation;
-#[cfg(any())]
 pub mod watch_cache;
 
 pub use config::Config;

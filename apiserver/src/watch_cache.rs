@@ -450,9 +450,12 @@ impl Caches {
 
     /// Waits until every cache has seen `rev`, or the timeout passes.
     pub async fn wait_for(&self, rev: i64, timeout: Duration) -> bool {
+        if *self.seen_rx.borrow() >= rev {
+            return true;
+        }
         let mut rx = self.seen_rx.clone();
-        let fut = rx.wait_for(|s| *s >= rev);
-        matches!(tokio::time::timeout(timeout, fut).await, Ok(Ok(_)))
+        let ok = matches!(tokio::time::timeout(timeout, rx.wait_for(|s| *s >= rev)).await, Ok(Ok(_)));
+        ok
     }
 
     /// Waits for the initial load.

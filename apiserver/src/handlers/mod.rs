@@ -1,7 +1,599 @@
-//! HTTP handlers.
+//! HTTP handlers: one entry point that authenticates, parses the RequestInfo, and
+//! dispatches to discovery, health, or the generic REST verbs on a store.
 
-#[cfg(any())]
-pub mod rest;
-#[cfg(any())]
-pub mod watch;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::object;
+use crate::pki::UserInfo;
+use crate::registry::store::{DeleteOptions, DeleteOutcome, ListParams, Store, WriteOptions};
+use crate::registry::stores::Registry;
+use crate::registry::Subresource;
+use crate::request_info::{self, Query, RequestInfo};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::watch_cache::Filter;
+
 pub mod discovery;
+pub mod watch;
+
+/// Largest request body accepted (upstream: 3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The response body type of every handler.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What every request handler shares.
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub url: String,
+    pub shutdown: CancellationToken,
+}
+
+impl ApiState {
+    pub fn new(registry: Arc<Registry>, url: String, shutdown: CancellationToken) -> Self {
+        ApiState { registry, url, shutdown }
+    }
+}
+
+/// A full body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn json_response(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The Status response of an error.
+pub fn error_response(e: &Error) -> Response<Body> {
+    if let Error::Internal(m) = e {
+        tracing::error!(error = %m, "internal error");
+    }
+    let body = serde_json::to_vec(&e.status()).unwrap_or_default();
+    json_response(e.code(), body)
+}
+
+fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Handles one request.
+pub async fn handle(state: Arc<ApiState>, req: Request<Incoming>, user: Arc<Option<UserInfo>>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = match route(&state, req, user.as_ref().as_ref()).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(verb = %method, %path, code = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+}
+
+async fn route(state: &Arc<ApiState>, req: Request<Incoming>, user: Option<&UserInfo>) -> Result<Response<Body>> {
+    let path = req.uri().path().to_string();
+    if user.is_none() && !is_public(&path) {
+        return Err(Error::Unauthorized);
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let info = request_info::parse(req.method(), &path, &query);
+    if !info.is_resource_request {
+        return non_resource(state, req, &path).await;
+    }
+    let q = request_info::parse_query(&query).map_err(Error::BadRequest)?;
+    resource(state, req, &info, &q).await
+}
+
+async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str) -> Result<Response<Body>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(Error::MethodNotSupported);
+    }
+    let res = &state.registry.resources;
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match path.trim_end_matches('/') {
+        "/healthz" | "/livez" | "/readyz" => {
+            if state.registry.caches.is_ready() && !state.shutdown.is_cancelled() {
+                Ok(text_response(StatusCode::OK, "ok"))
+            } else {
+                Ok(text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"))
+            }
+        }
+        p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => {
+            Ok(text_response(StatusCode::OK, "ok"))
+        }
+        "/version" => Ok(json_response(StatusCode::OK, discovery::version_info().to_string())),
+        "/api" | "/apis" => {
+            let legacy = path.trim_end_matches('/') == "/api";
+            let neg = discovery::negotiate(&accept);
+            match neg.aggregated {
+                Some(v) => {
+                    let body = discovery::aggregated(res, legacy, v).to_string();
+                    let mut r = json_response(StatusCode::OK, body);
+                    if let Ok(ct) = HeaderValue::from_str(&neg.content_type) {
+                        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+                    }
+                    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+                    Ok(r)
+                }
+                None => {
+                    let body = if legacy {
+                        discovery::api_versions(&state.url)
+                    } else {
+                        discovery::api_group_list(res)
+                    };
+                    let mut r = json_response(StatusCode::OK, body.to_string());
+                    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+                    Ok(r)
+                }
+            }
+        }
+        "/api/v1" => discovery::api_resource_list(res, "", "v1")
+            .map(|v| json_response(StatusCode::OK, v.to_string()))
+            .ok_or(Error::NotFoundPath),
+        p if p.starts_with("/apis/") => {
+            let parts: Vec<&str> = p.trim_start_matches("/apis/").split('/').collect();
+            let found = match parts.as_slice() {
+                [g] => discovery::api_group(res, g),
+                [g, v] => discovery::api_resource_list(res, g, v),
+                _ => None,
+            };
+            found.map(|v| json_response(StatusCode::OK, v.to_string())).ok_or(Error::NotFoundPath)
+        }
+        "" | "/" => {
+            let mut paths: Vec<String> = vec!["/api".into(), "/api/v1".into(), "/apis".into()];
+            for r in res.iter().filter(|r| !r.group.is_empty()) {
+                for p in [format!("/apis/{}", r.group), format!("/apis/{}/{}", r.group, r.version)] {
+                    if !paths.contains(&p) {
+                        paths.push(p);
+                    }
+                }
+            }
+            paths.extend(["/healthz".into(), "/livez".into(), "/readyz".into(), "/version".into()]);
+            Ok(json_response(StatusCode::OK, json!({ "paths": paths }).to_string()))
+        }
+        _ => Err(Error::NotFoundPath),
+    }
+}
+
+fn content_type(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Reads a body of at most `MAX_BODY_BYTES`.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
+    match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(Error::RequestEntityTooLarge)
+            } else {
+                Err(Error::BadRequest(format!("reading request body: {e}")))
+            }
+        }
+    }
+}
+
+const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml";
+
+/// Decodes a JSON or YAML body into an object.
+fn decode_object(ct: &str, body: &[u8]) -> Result<Value> {
+    let v: Value = match ct {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| Error::BadRequest(format!("couldn't get version/kind; json parse error: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| Error::BadRequest(format!("error converting YAML to JSON: yaml: {e}")))?,
+        _ => return Err(Error::UnsupportedMediaType(UNKNOWN_FORMAT.into())),
+    };
+    if !v.is_object() {
+        return Err(Error::BadRequest(format!(
+            "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
+            json_type_name(&v)
+        )));
+    }
+    Ok(v)
+}
+
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn check_accept(req: &Request<Incoming>) -> Result<()> {
+    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|part| {
+        let mt = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        matches!(mt.as_str(), "" | "*/*" | "application/*" | "application/json" | "application/yaml")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::NotAcceptable(
+            "only the following media types are accepted: application/json, application/yaml".into(),
+        ))
+    }
+}
+
+fn list_params(q: &Query) -> Result<ListParams> {
+    let labels = match q.label_selector.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => LabelSelector::parse(s).map_err(|e| Error::BadRequest(format!("unable to parse requirement: {e}")))?,
+        None => LabelSelector::default(),
+    };
+    let fields = match q.field_selector.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => FieldSelector::parse(s).map_err(Error::BadRequest)?,
+        None => FieldSelector::default(),
+    };
+    Ok(ListParams {
+        filter: Filter { namespace: None, labels, fields },
+        limit: q.limit.unwrap_or(0) as usize,
+        continue_token: q.continue_token.clone(),
+        resource_version: q.resource_version.clone(),
+        resource_version_match: q.resource_version_match.clone(),
+    })
+}
+
+fn check_fields(store: &Store, p: &ListParams) -> Result<()> {
+    p.filter
+        .fields
+        .check_supported(store.info.strategy.selectable_field_names())
+        .map_err(Error::BadRequest)
+}
+
+fn write_options(q: &Query) -> Result<WriteOptions> {
+    let mut dry_run = false;
+    for d in &q.dry_run {
+        match d.as_str() {
+            "All" => dry_run = true,
+            "" => {}
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "Invalid dry run value: {other:?}: supported values: \"All\""
+                )))
+            }
+        }
+    }
+    Ok(WriteOptions { dry_run, field_manager: q.field_manager.clone() })
+}
+
+async fn resource(
+    state: &Arc<ApiState>,
+    req: Request<Incoming>,
+    info: &RequestInfo,
+    q: &Query,
+) -> Result<Response<Body>> {
+    let store = state
+        .registry
+        .store(&info.api_group, &info.api_version, &info.resource)
+        .cloned()
+        .ok_or(Error::NotFoundPath)?;
+    let namespaced = store.info.namespaced;
+    // A namespaced resource needs a namespace except for cluster-wide list/watch;
+    // a cluster-scoped one must not have one.
+    if !namespaced && !info.namespace.is_empty() {
+        return Err(Error::NotFoundPath);
+    }
+    if namespaced && info.namespace.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Err(Error::NotFoundPath);
+    }
+    let sub = match info.subresource.as_str() {
+        "" => None,
+        "status" if store.info.has_subresource(Subresource::Status) => Some(Subresource::Status),
+        "scale" if store.info.has_subresource(Subresource::Scale) => Some(Subresource::Scale),
+        _ => return Err(Error::NotFoundPath),
+    };
+    if info.verb != "watch" {
+        check_accept(&req)?;
+    }
+    let ns = info.namespace.clone();
+    let name = info.name.clone();
+    match info.verb.as_str() {
+        "get" => {
+            if sub == Some(Subresource::Scale) {
+                let obj = store.get_value(&ns, &name).await?;
+                return Ok(json_response(StatusCode::OK, scale_of(&store, &obj)?.to_string()));
+            }
+            let b = store.get(&ns, &name, q.resource_version.as_deref()).await?;
+            Ok(json_response(StatusCode::OK, b))
+        }
+        "list" => {
+            let p = list_params(q)?;
+            check_fields(&store, &p)?;
+            let ns_opt = (!ns.is_empty()).then_some(ns.as_str());
+            Ok(json_response(StatusCode::OK, store.list(ns_opt, &p).await?))
+        }
+        "watch" => {
+            let p = list_params(q)?;
+            check_fields(&store, &p)?;
+            watch::serve(state, store, &ns, p, q).await
+        }
+        "create" => {
+            if sub.is_some() || !name.is_empty() {
+                return Err(Error::MethodNotSupported);
+            }
+            let ct = content_type(&req);
+            let opts = write_options(q)?;
+            let body = read_body(req).await?;
+            let obj = decode_object(&ct, &body)?;
+            let b = store.create(&ns, obj, &opts).await?;
+            Ok(json_response(if opts.dry_run { StatusCode::OK } else { StatusCode::CREATED }, b))
+        }
+        "update" => {
+            let ct = content_type(&req);
+            let opts = write_options(q)?;
+            let body = read_body(req).await?;
+            let obj = decode_object(&ct, &body)?;
+            if sub == Some(Subresource::Scale) {
+                return update_scale(&store, &ns, &name, obj, &opts).await;
+            }
+            let b = store.update(&ns, &name, obj, sub, &opts).await?;
+            Ok(json_response(StatusCode::OK, b))
+        }
+        "patch" => {
+            let ct = content_type(&req);
+            let opts = write_options(q)?;
+            let body = read_body(req).await?;
+            patch(&store, &ns, &name, sub, &ct, &body, &opts).await
+        }
+        "delete" => {
+            let ct = content_type(&req);
+            let body = read_body(req).await?;
+            let opts = delete_options(q, &ct, &body)?;
+            match store.delete(&ns, &name, &opts).await? {
+                DeleteOutcome::Pending(v) => Ok(json_response(StatusCode::OK, v.to_string())),
+                DeleteOutcome::Deleted(v) => {
+                    let mut details = json!({"name": name, "kind": store.info.plural, "uid": object::meta_str(&v, "uid")});
+                    if !store.info.group.is_empty() {
+                        details["group"] = json!(store.info.group);
+                    }
+                    let status = json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success", "details": details,
+                    });
+                    Ok(json_response(StatusCode::OK, status.to_string()))
+                }
+            }
+        }
+        "deletecollection" => {
+            if sub.is_some() {
+                return Err(Error::MethodNotSupported);
+            }
+            let ct = content_type(&req);
+            let body = read_body(req).await?;
+            let opts = delete_options(q, &ct, &body)?;
+            let p = list_params(q)?;
+            check_fields(&store, &p)?;
+            let ns_opt = (!ns.is_empty()).then_some(ns.as_str());
+            Ok(json_response(StatusCode::OK, store.delete_collection(ns_opt, &p, &opts).await?))
+        }
+        _ => Err(Error::MethodNotSupported),
+    }
+}
+
+fn delete_options(q: &Query, ct: &str, body: &[u8]) -> Result<DeleteOptions> {
+    let mut o = DeleteOptions {
+        grace_period_seconds: q.grace_period_seconds,
+        propagation_policy: q.propagation_policy.clone(),
+        orphan_dependents: q.orphan_dependents,
+        dry_run: write_options(q)?.dry_run,
+        ..Default::default()
+    };
+    let trimmed = body.iter().all(|b| b.is_ascii_whitespace());
+    // Protobuf DeleteOptions bodies are decoded by the kubectl-fidelity work; until then
+    // the query parameters carry the options.
+    if trimmed || ct == "application/vnd.kubernetes.protobuf" {
+        return Ok(o);
+    }
+    let v = decode_object(ct, body)?;
+    if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        o.grace_period_seconds = Some(g);
+    }
+    if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+        o.propagation_policy = Some(p.to_string());
+    }
+    if let Some(b) = v.get("orphanDependents").and_then(Value::as_bool) {
+        o.orphan_dependents = Some(b);
+    }
+    if let Some(pre) = v.get("preconditions") {
+        o.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_string);
+        o.precondition_resource_version = pre.get("resourceVersion").and_then(Value::as_str).map(str::to_string);
+    }
+    if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
+        if d.iter().any(|x| x.as_str() == Some("All")) {
+            o.dry_run = true;
+        }
+    }
+    Ok(o)
+}
+
+async fn patch(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    sub: Option<Subresource>,
+    ct: &str,
+    body: &[u8],
+    opts: &WriteOptions,
+) -> Result<Response<Body>> {
+    let patch: Value = serde_json::from_slice(body)
+        .or_else(|_| serde_yaml::from_slice::<Value>(body))
+        .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?;
+    let kind = match ct {
+        "application/merge-patch+json" => "merge",
+        "application/json-patch+json" => "json",
+        "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+            return Err(Error::UnsupportedMediaType(format!(
+                "the server does not yet support patch type {ct:?}; use application/merge-patch+json or application/json-patch+json"
+            )))
+        }
+        _ => {
+            return Err(Error::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+            )))
+        }
+    };
+    if sub == Some(Subresource::Scale) {
+        let obj = store.get_value(ns, name).await?;
+        let mut scale = scale_of(store, &obj)?;
+        apply_patch(kind, &mut scale, &patch)?;
+        return update_scale(store, ns, name, scale, opts).await;
+    }
+    let b = store
+        .guaranteed_update(ns, name, sub, opts, |old| {
+            let mut new = old.clone();
+            apply_patch(kind, &mut new, &patch)?;
+            // The patch's resourceVersion, if any, is a precondition; otherwise none.
+            let prv = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+            if prv.is_none() {
+                object::meta_mut(&mut new).remove("resourceVersion");
+            }
+            Ok(new)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, b))
+}
+
+fn apply_patch(kind: &str, doc: &mut Value, patch: &Value) -> Result<()> {
+    match kind {
+        "merge" => {
+            if !patch.is_object() {
+                return Err(Error::BadRequest("a merge patch must be a JSON object".into()));
+            }
+            crate::patch::merge_patch(doc, patch);
+            Ok(())
+        }
+        _ => crate::patch::json_patch(doc, patch).map_err(Error::BadRequest),
+    }
+}
+
+/// The autoscaling/v1 Scale of an object.
+fn scale_of(store: &Store, obj: &Value) -> Result<Value> {
+    let paths = store.info.strategy.scale_paths().ok_or(Error::NotFoundPath)?;
+    let meta = object::meta(obj).cloned().unwrap_or_default();
+    let selector = match obj.pointer(paths.selector) {
+        Some(sel @ Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
+            LabelSelector::from_label_selector_json(sel).map(|s| s.to_string()).unwrap_or_default()
+        }
+        Some(Value::Object(m)) => {
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            parts.sort();
+            parts.join(",")
+        }
+        _ => String::new(),
+    };
+    let mut status = json!({ "replicas": obj.pointer(paths.status_replicas).and_then(Value::as_i64).unwrap_or(0) });
+    if !selector.is_empty() {
+        status["selector"] = json!(selector);
+    }
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name").cloned().unwrap_or(Value::Null),
+            "namespace": meta.get("namespace").cloned().unwrap_or(Value::Null),
+            "uid": meta.get("uid").cloned().unwrap_or(Value::Null),
+            "resourceVersion": meta.get("resourceVersion").cloned().unwrap_or(Value::Null),
+            "creationTimestamp": meta.get("creationTimestamp").cloned().unwrap_or(Value::Null),
+        },
+        "spec": { "replicas": obj.pointer(paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0) },
+        "status": status,
+    }))
+}
+
+async fn update_scale(store: &Store, ns: &str, name: &str, scale: Value, opts: &WriteOptions) -> Result<Response<Body>> {
+    let paths = store.info.strategy.scale_paths().ok_or(Error::NotFoundPath)?;
+    let replicas = match scale.pointer("/spec/replicas") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_i64().ok_or_else(|| Error::BadRequest("spec.replicas must be an integer".into()))?,
+    };
+    if replicas < 0 {
+        return Err(Error::Invalid {
+            kind: "Scale.autoscaling".into(),
+            name: name.to_string(),
+            errors: vec![crate::validation::FieldError::invalid_raw(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+            )],
+        });
+    }
+    let rv = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let spec_ptr = paths.spec_replicas;
+    let b = store
+        .guaranteed_update(ns, name, None, opts, |old| {
+            let mut new = old.clone();
+            set_pointer(&mut new, spec_ptr, json!(replicas));
+            if rv.is_empty() {
+                object::meta_mut(&mut new).remove("resourceVersion");
+            } else {
+                object::meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
+            }
+            Ok(new)
+        })
+        .await?;
+    let obj: Value = serde_json::from_slice(&b).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, scale_of(store, &obj)?.to_string()))
+}
+
+fn set_pointer(doc: &mut Value, ptr: &str, v: Value) {
+    let mut cur = doc;
+    let toks: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
+    let Some((last, parents)) = toks.split_last() else { return };
+    for t in parents {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = match cur {
+            Value::Object(m) => m.entry(t.to_string()).or_insert_with(|| json!({})),
+            _ => return,
+        };
+    }
+    if let Value::Object(m) = cur {
+        m.insert(last.to_string(), v);
+    }
+}

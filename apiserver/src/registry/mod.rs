@@ -8,9 +8,7 @@ use serde_json::Value;
 
 use crate::validation::FieldErrors;
 
-#[cfg(any())]
 pub mod store;
-#[cfg(any())]
 pub mod stores;
 pub mod strategies;
 pub mod table;
