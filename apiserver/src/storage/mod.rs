@@ -53,7 +53,10 @@ pub struct ListOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A create (`prev` is None) or an update.
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A delete at `revision`; `prev` is the last value before the delete.
     Delete { prev: KeyValue, revision: i64 },
 }
@@ -118,7 +121,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Creates a key that must not exist. Returns the new revision.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
     /// Replaces a key whose mod revision is `expected_mod_revision`.
-    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: i64) -> Result<KeyValue>;
+    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: i64)
+        -> Result<KeyValue>;
     /// Deletes a key; when `expected_mod_revision` is non-zero it must match.
     /// Returns the deleted value and the delete's revision.
     async fn delete(&self, key: &str, expected_mod_revision: i64) -> Result<(KeyValue, i64)>;
@@ -130,4 +134,64 @@ pub trait Backend: Send + Sync + 'static {
     async fn compacted_revision(&self) -> Result<i64>;
     /// Drops history at or below `revision`.
     async fn compact(&self, revision: i64) -> Result<()>;
+}
+
+/// Opens the configured store: etcd when `etcd_endpoints` is non-empty, otherwise the
+/// embedded SQLite database at `<data_dir>/db/state.db` (directories are created).
+pub async fn open(
+    data_dir: &std::path::Path,
+    etcd_endpoints: &[String],
+) -> Result<std::sync::Arc<dyn Backend>> {
+    if !etcd_endpoints.is_empty() {
+        let backend = etcd::EtcdBackend::connect(etcd_endpoints).await?;
+        tracing::info!(endpoints = ?etcd_endpoints, "storage: etcd");
+        return Ok(std::sync::Arc::new(backend));
+    }
+    let dir = data_dir.join("db");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Backend(format!("create {}: {e}", dir.display())))?;
+    let path = dir.join("state.db");
+    let backend = tokio::task::spawn_blocking(move || sqlite::SqliteBackend::open(&path))
+        .await
+        .map_err(|e| Error::Backend(format!("open sqlite: {e}")))??;
+    tracing::info!(path = %dir.join("state.db").display(), "storage: embedded sqlite");
+    Ok(std::sync::Arc::new(backend))
+}
+
+/// Compacts history every `interval`, keeping the newest `retain_revisions` revisions,
+/// until `shutdown` is cancelled. Failures are logged and retried at the next tick.
+pub fn spawn_compactor(
+    backend: std::sync::Arc<dyn Backend>,
+    interval: std::time::Duration,
+    retain_revisions: i64,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick fires at once; skip it so start-up is not slowed by a compaction.
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = compact_once(&*backend, retain_revisions).await {
+                tracing::warn!(error = %e, "storage compaction failed");
+            }
+        }
+    })
+}
+
+/// One compaction pass: compacts to `current - retain_revisions` when that is newer than
+/// the last compaction. Returns the revision compacted to, if any.
+pub async fn compact_once(backend: &dyn Backend, retain_revisions: i64) -> Result<Option<i64>> {
+    let current = backend.current_revision().await?;
+    let target = current - retain_revisions.max(0);
+    if target <= 0 || target <= backend.compacted_revision().await? {
+        return Ok(None);
+    }
+    backend.compact(target).await?;
+    tracing::debug!(revision = target, "storage compacted");
+    Ok(Some(target))
 }

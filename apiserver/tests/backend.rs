@@ -1,0 +1,260 @@
+//! The shared backend suite against SQLite and a real etcd, plus SQLite durability.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apiserver::storage::sqlite::SqliteBackend;
+use apiserver::storage::{self, testsuite, Backend, ListOptions};
+use bytes::Bytes;
+use support::etcd::TestEtcd;
+
+fn open_sqlite(dir: &tempfile::TempDir) -> Arc<dyn Backend> {
+    Arc::new(SqliteBackend::open(&dir.path().join("state.db")).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    testsuite::run_all(open_sqlite(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_suite() {
+    let etcd = TestEtcd::start().await;
+    let backend = storage::etcd::EtcdBackend::connect(std::slice::from_ref(&etcd.endpoint))
+        .await
+        .unwrap();
+    testsuite::run_all(Arc::new(backend)).await;
+}
+
+/// A second connection to an already-compacted etcd learns the compacted revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_finds_compacted_revision_on_connect() {
+    let etcd = TestEtcd::start().await;
+    let endpoints = vec![etcd.endpoint.clone()];
+    let first = storage::open(std::path::Path::new("/nonexistent"), &endpoints)
+        .await
+        .unwrap();
+    for i in 0..37 {
+        first
+            .create(&format!("/k/{i}"), Bytes::from("x"))
+            .await
+            .unwrap();
+    }
+    let at = first.current_revision().await.unwrap() - 3;
+    first.compact(at).await.unwrap();
+    let second = storage::etcd::EtcdBackend::connect(&endpoints)
+        .await
+        .unwrap();
+    assert_eq!(second.compacted_revision().await.unwrap(), at);
+}
+
+#[tokio::test]
+async fn open_chooses_sqlite_under_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = storage::open(dir.path(), &[]).await.unwrap();
+    backend.create("/x", Bytes::from("1")).await.unwrap();
+    assert!(dir.path().join("db/state.db").exists());
+}
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_state_and_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (last, kept) = {
+        let b = open_sqlite(&dir);
+        let kept = b.create("/a", Bytes::from("a")).await.unwrap();
+        b.create("/b", Bytes::from("b")).await.unwrap();
+        let (_, last) = b.delete("/b", 0).await.unwrap();
+        // Compacting at the newest revision removes its tombstone row: the revision
+        // counter must still not go back.
+        b.compact(last).await.unwrap();
+        (last, kept)
+    };
+    let b = open_sqlite(&dir);
+    assert_eq!(b.current_revision().await.unwrap(), last);
+    assert_eq!(b.compacted_revision().await.unwrap(), last);
+    assert_eq!(b.get("/a").await.unwrap(), Some(kept));
+    assert_eq!(b.get("/b").await.unwrap(), None);
+    let next = b.create("/c", Bytes::from("c")).await.unwrap();
+    assert!(next.mod_revision > last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compactor_keeps_recent_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_sqlite(&dir);
+    for i in 0..20 {
+        b.create(&format!("/k/{i}"), Bytes::from("x"))
+            .await
+            .unwrap();
+    }
+    let current = b.current_revision().await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle =
+        storage::spawn_compactor(b.clone(), Duration::from_millis(20), 5, shutdown.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.compacted_revision().await.unwrap() < current - 5 {
+        assert!(Instant::now() < deadline, "compactor did not compact");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.compacted_revision().await.unwrap(), current - 5);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.count("/k/").await.unwrap(), 20);
+}
+
+const DURABILITY_ENV: &str = "MINIK8S_DURABILITY_DB";
+
+/// Child side of `sqlite_acknowledged_writes_survive_kill`: writes until killed, printing
+/// each acknowledged key. Does nothing when run normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process for sqlite_acknowledged_writes_survive_kill"]
+async fn durability_child() {
+    let Some(path) = std::env::var_os(DURABILITY_ENV) else {
+        return;
+    };
+    let b: Arc<dyn Backend> = Arc::new(SqliteBackend::open(std::path::Path::new(&path)).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let key = format!("/durable/{t}/{i}");
+                let kv = b.create(&key, Bytes::from(vec![b'x'; 512])).await.unwrap();
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ACK {key} {}", kv.mod_revision).unwrap();
+                out.flush().unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_writes_survive_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "durability_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DURABILITY_ENV, &db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = Vec::new();
+        let mut killed = false;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let mut parts = line.split_whitespace();
+            if parts.next() != Some("ACK") {
+                continue;
+            }
+            let key = parts.next().unwrap().to_string();
+            let rev: i64 = parts.next().unwrap().parse().unwrap();
+            acked.push((key, rev));
+            if acked.len() >= 2000 && !killed {
+                // SIGKILL mid-stream; lines already printed were acknowledged.
+                child.kill().unwrap();
+                killed = true;
+            }
+        }
+        assert!(killed, "child stopped before writing enough keys");
+        child.wait().unwrap();
+        acked
+    })
+    .await
+    .unwrap();
+
+    let b = open_sqlite(&dir);
+    let max_acked = acked.iter().map(|(_, r)| *r).max().unwrap();
+    assert!(b.current_revision().await.unwrap() >= max_acked);
+    for (key, rev) in &acked {
+        let kv = b.get(key).await.unwrap();
+        assert_eq!(
+            kv.map(|kv| kv.mod_revision),
+            Some(*rev),
+            "acknowledged key {key} lost"
+        );
+    }
+    // Revisions continue after the crash.
+    let kv = b.create("/after-crash", Bytes::from("x")).await.unwrap();
+    assert!(kv.mod_revision > b.current_revision().await.unwrap() - 1);
+    assert!(kv.mod_revision > max_acked);
+}
+
+/// Throughput figure, not a timed test: `cargo test --release -p apiserver --test backend
+/// sqlite_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn sqlite_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_sqlite(&dir);
+    let tasks = 64;
+    let per_task = 400;
+    let value = Bytes::from(vec![b'v'; 1024]);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let b = b.clone();
+        let value = value.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            for i in 0..per_task {
+                let t0 = Instant::now();
+                b.create(&format!("/bench/{t:02}/{i:05}"), value.clone())
+                    .await
+                    .unwrap();
+                lat.push(t0.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    let n = lat.len();
+    println!(
+        "sqlite creates: {n} x 1KiB from {tasks} tasks in {elapsed:?}: {:.0}/s, p50 {:?}, p99 {:?}, max {:?}",
+        n as f64 / elapsed.as_secs_f64(),
+        lat[n / 2],
+        lat[n * 99 / 100],
+        lat[n - 1]
+    );
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let list = b
+            .list(&ListOptions {
+                prefix: "/bench/".into(),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        println!("list {} keys: {:?}", list.kvs.len(), t0.elapsed());
+    }
+    let t0 = Instant::now();
+    let count = b.count("/bench/").await.unwrap();
+    println!("count {count}: {:?}", t0.elapsed());
+}
