@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use apiserver::storage::sqlite::SqliteBackend;
 use apiserver::storage::{self, testsuite, Backend, ListOptions};
 use bytes::Bytes;
+use futures::StreamExt;
 use support::etcd::TestEtcd;
 
 fn open_sqlite(dir: &tempfile::TempDir) -> Arc<dyn Backend> {
@@ -32,12 +33,16 @@ async fn etcd_suite() {
     testsuite::run_all(Arc::new(backend)).await;
 }
 
-/// A second connection to an already-compacted etcd learns the compacted revision.
+/// Compaction done by another API server is noticed: on connect (probe), and by a server
+/// already connected through etcd's errors and watch cancellations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_finds_compacted_revision_on_connect() {
+async fn etcd_learns_compaction_by_others() {
     let etcd = TestEtcd::start().await;
     let endpoints = vec![etcd.endpoint.clone()];
     let first = storage::open(std::path::Path::new("/nonexistent"), &endpoints)
+        .await
+        .unwrap();
+    let early = storage::etcd::EtcdBackend::connect(&endpoints)
         .await
         .unwrap();
     for i in 0..37 {
@@ -46,12 +51,32 @@ async fn etcd_finds_compacted_revision_on_connect() {
             .await
             .unwrap();
     }
+    let old = 5;
     let at = first.current_revision().await.unwrap() - 3;
     first.compact(at).await.unwrap();
-    let second = storage::etcd::EtcdBackend::connect(&endpoints)
+
+    let late = storage::etcd::EtcdBackend::connect(&endpoints)
         .await
         .unwrap();
-    assert_eq!(second.compacted_revision().await.unwrap(), at);
+    assert_eq!(late.compacted_revision().await.unwrap(), at);
+
+    match early
+        .list(&ListOptions {
+            prefix: "/k/".into(),
+            revision: old,
+            ..Default::default()
+        })
+        .await
+    {
+        Err(storage::Error::Compacted { requested, .. }) => assert_eq!(requested, old),
+        other => panic!("list at compacted revision: want Compacted, got {other:?}"),
+    }
+    let mut w = early.watch("/k/", old).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Err(storage::Error::Compacted { compacted, .. }))) => assert_eq!(compacted, at),
+        other => panic!("watch from compacted revision: want Compacted, got {other:?}"),
+    }
+    assert_eq!(early.compacted_revision().await.unwrap(), at);
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ const MAX_BATCH: usize = 1024;
 /// Pending writes queued for the writer before callers wait.
 const WRITE_QUEUE: usize = 8192;
 /// Committed batches buffered for watchers; a watcher further behind is cut off.
-const EVENT_BUFFER: usize = 4096;
+const EVENT_BUFFER: usize = 1024;
 /// Events buffered per watch stream between its task and its consumer.
 const WATCH_BUFFER: usize = 1024;
 /// Rows read per page when a watch replays history.
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS kv (
     deleted INTEGER NOT NULL,
     value BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS kv_name_id ON kv(name, id);
+DROP INDEX IF EXISTS kv_name_id;
+CREATE INDEX IF NOT EXISTS kv_name_id_deleted ON kv(name, id, deleted);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -573,76 +574,125 @@ impl Readers {
     }
 }
 
-/// Bounds of a prefix scan as blobs: `[prefix, end)`; an empty `end` means unbounded.
-fn bounds(prefix: &str) -> (Vec<u8>, Vec<u8>, bool) {
-    match prefix_end(prefix.as_bytes()) {
-        Some(end) => (prefix.as_bytes().to_vec(), end, true),
-        None => (prefix.as_bytes().to_vec(), Vec::new(), false),
+/// Bounds of a prefix scan as blobs: `[prefix, end)`. With no finite end (empty prefix)
+/// the end is `0xff`, a byte no UTF-8 key contains.
+fn bounds(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let end = prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0xff]);
+    (prefix.as_bytes().to_vec(), end)
+}
+
+/// Calls `visit(name, id)` for each key live at `revision` in `[lower, end)`, in key order,
+/// until it returns false. One pass over the covering `(name, id, deleted)` index: the last
+/// entry of each name at or below `revision` is that key's state.
+fn scan_live(
+    conn: &Connection,
+    lower: &[u8],
+    end: &[u8],
+    revision: i64,
+    mut visit: impl FnMut(&[u8], i64) -> Result<bool>,
+) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT name, id, deleted FROM kv INDEXED BY kv_name_id_deleted
+             WHERE name >= ?1 AND name < ?2 AND id <= ?3 ORDER BY name, id",
+        )
+        .map_err(db_err("prepare scan"))?;
+    let mut rows = stmt
+        .query(params![lower, end, revision])
+        .map_err(db_err("scan"))?;
+    let mut name_buf: Vec<u8> = Vec::new();
+    let mut current: Option<(i64, bool)> = None;
+    while let Some(row) = rows.next().map_err(db_err("scan row"))? {
+        let name = row
+            .get_ref(0)
+            .and_then(|v| Ok(v.as_blob()?))
+            .map_err(db_err("scan name"))?;
+        let id: i64 = row.get(1).map_err(db_err("scan id"))?;
+        let deleted = row.get::<_, i64>(2).map_err(db_err("scan deleted"))? != 0;
+        if name != name_buf.as_slice() {
+            if let Some((prev_id, true)) = current {
+                if !visit(&name_buf, prev_id)? {
+                    return Ok(());
+                }
+            }
+            name_buf.clear();
+            name_buf.extend_from_slice(name);
+        }
+        current = Some((id, !deleted));
     }
+    if let Some((id, true)) = current {
+        visit(&name_buf, id)?;
+    }
+    Ok(())
 }
 
 fn list_at(conn: &Connection, opts: &ListOptions, revision: i64) -> Result<(Vec<KeyValue>, bool)> {
-    let (start, end, bounded) = bounds(&opts.prefix);
-    let start_after = opts.start_after.as_bytes().to_vec();
-    // -1 = no limit in SQLite; fetch one extra row to learn whether there are more.
-    let limit: i64 = if opts.limit == 0 {
-        -1
+    let (mut lower, end) = bounds(&opts.prefix);
+    if !opts.start_after.is_empty() && opts.start_after.as_bytes() >= lower.as_slice() {
+        lower = opts.start_after.as_bytes().to_vec();
+        lower.push(0);
+    }
+    // One extra key tells whether there are more.
+    let want = if opts.limit == 0 {
+        usize::MAX
     } else {
-        opts.limit as i64 + 1
+        opts.limit + 1
     };
+    let mut found: Vec<(Vec<u8>, i64)> = Vec::new();
+    scan_live(conn, &lower, &end, revision, |name, id| {
+        found.push((name.to_vec(), id));
+        Ok(found.len() < want)
+    })?;
+    let more = opts.limit != 0 && found.len() > opts.limit;
+    if more {
+        found.truncate(opts.limit);
+    }
+    // Fetch the values in one statement (point lookups in SQLite, in `found` order).
+    let ids = format!(
+        "[{}]",
+        found
+            .iter()
+            .map(|(_, id)| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let mut stmt = conn
         .prepare_cached(
-            "SELECT k.name, k.id, k.create_revision, k.value FROM kv AS k
-             WHERE k.name >= ?1 AND (?3 = 0 OR k.name < ?2) AND k.name > ?4
-               AND k.id = (SELECT MAX(k2.id) FROM kv AS k2 WHERE k2.name = k.name AND k2.id <= ?5)
-               AND k.deleted = 0
-             ORDER BY k.name LIMIT ?6",
+            "SELECT kv.id, kv.create_revision, kv.value
+             FROM json_each(?1) AS j CROSS JOIN kv ON kv.id = j.value ORDER BY j.key",
         )
-        .map_err(db_err("prepare list"))?;
-    let rows = stmt
-        .query_map(
-            params![start, end, bounded as i64, start_after, revision, limit],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
-            },
-        )
-        .map_err(db_err("list"))?;
-    let mut kvs = Vec::new();
-    for row in rows {
-        let (name, id, create_revision, value) = row.map_err(db_err("list row"))?;
+        .map_err(db_err("prepare list values"))?;
+    let mut rows = stmt.query(params![ids]).map_err(db_err("list values"))?;
+    let mut kvs = Vec::with_capacity(found.len());
+    for (name, id) in found {
+        let row = rows
+            .next()
+            .map_err(db_err("list value"))?
+            .ok_or_else(|| Error::Backend(format!("sqlite list: row {id} vanished")))?;
+        let got: i64 = row.get(0).map_err(db_err("list value id"))?;
+        if got != id {
+            return Err(Error::Backend(format!(
+                "sqlite list: expected row {id}, got {got}"
+            )));
+        }
         kvs.push(KeyValue {
             key: key_string(name)?,
-            value: Bytes::from(value),
-            create_revision,
+            value: Bytes::from(row.get::<_, Vec<u8>>(2).map_err(db_err("list value"))?),
+            create_revision: row.get(1).map_err(db_err("list value"))?,
             mod_revision: id,
         });
     }
-    let more = opts.limit != 0 && kvs.len() > opts.limit;
-    kvs.truncate(if opts.limit == 0 {
-        kvs.len()
-    } else {
-        opts.limit
-    });
     Ok((kvs, more))
 }
 
 fn count_at(conn: &Connection, prefix: &str, revision: i64) -> Result<i64> {
-    let (start, end, bounded) = bounds(prefix);
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM kv AS k
-             WHERE k.name >= ?1 AND (?3 = 0 OR k.name < ?2)
-               AND k.id = (SELECT MAX(k2.id) FROM kv AS k2 WHERE k2.name = k.name AND k2.id <= ?4)
-               AND k.deleted = 0",
-        )
-        .map_err(db_err("prepare count"))?;
-    stmt.query_row(params![start, end, bounded as i64, revision], |r| r.get(0))
-        .map_err(db_err("count"))
+    let (lower, end) = bounds(prefix);
+    let mut n = 0;
+    scan_live(conn, &lower, &end, revision, |_, _| {
+        n += 1;
+        Ok(true)
+    })?;
+    Ok(n)
 }
 
 fn get_latest(conn: &Connection, key: &str, revision: i64) -> Result<Option<KeyValue>> {
@@ -682,7 +732,7 @@ fn history_page(
     after: i64,
     upto: i64,
 ) -> Result<(Vec<Event>, bool)> {
-    let (start, end, bounded) = bounds(prefix);
+    let (start, end) = bounds(prefix);
     conn.execute_batch("BEGIN")
         .map_err(db_err("begin replay"))?;
     let result = (|| {
@@ -698,26 +748,23 @@ fn history_page(
                 "SELECT k.id, k.name, k.create_revision, k.deleted, k.value,
                         p.id, p.create_revision, p.value
                  FROM kv AS k LEFT JOIN kv AS p ON p.id = k.prev_revision AND k.prev_revision > 0
-                 WHERE k.id > ?1 AND k.id <= ?2 AND k.name >= ?3 AND (?5 = 0 OR k.name < ?4)
-                 ORDER BY k.id LIMIT ?6",
+                 WHERE k.id > ?1 AND k.id <= ?2 AND k.name >= ?3 AND k.name < ?4
+                 ORDER BY k.id LIMIT ?5",
             )
             .map_err(db_err("prepare replay"))?;
         let rows = stmt
-            .query_map(
-                params![after, upto, start, end, bounded as i64, REPLAY_PAGE],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, Option<Vec<u8>>>(7)?,
-                    ))
-                },
-            )
+            .query_map(params![after, upto, start, end, REPLAY_PAGE], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<Vec<u8>>>(7)?,
+                ))
+            })
             .map_err(db_err("replay"))?;
         let mut events = Vec::new();
         for row in rows {
