@@ -9,8 +9,13 @@ use k8s_openapi::api::{
     scheduling::v1 as scheduling, storage::v1 as storage,
 };
 
+use super::strategies::apps::{
+    DaemonSetStrategy, DeploymentStrategy, ReplicaSetStrategy, StatefulSetStrategy,
+};
 use super::strategies::basic::Basic;
 use super::strategies::event::{EventStrategy, EventsV1Strategy};
+use super::strategies::pod::PodStrategy;
+use super::strategies::pod_template::PodTemplateStrategy;
 use super::{ResourceInfo, Strategy, Subresource};
 use crate::validation::NameRule;
 
@@ -93,13 +98,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             STATUS,
             Basic::<core::Namespace>::cluster().with_rule(NameRule::Label),
         ),
-        info(
-            core("Pod", "pods", &["po"]),
-            ALL,
-            true,
-            STATUS,
-            Basic::<core::Pod>::namespaced(),
-        ),
+        info(core("Pod", "pods", &["po"]), ALL, true, STATUS, PodStrategy),
         info(
             core("Service", "services", &["svc"]),
             ALL,
@@ -182,7 +181,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             true,
             NO_SUB,
-            Basic::<core::PodTemplate>::namespaced(),
+            PodTemplateStrategy,
         ),
         info(
             core("ReplicationController", "replicationcontrollers", &["rc"]),
@@ -197,28 +196,28 @@ pub fn resources() -> Vec<ResourceInfo> {
             ALL,
             true,
             STATUS_SCALE,
-            Basic::<apps::Deployment>::namespaced().with_generation(),
+            DeploymentStrategy,
         ),
         info(
             grp("apps", "v1", "ReplicaSet", "replicasets", &["rs"]),
             ALL,
             true,
             STATUS_SCALE,
-            Basic::<apps::ReplicaSet>::namespaced().with_generation(),
+            ReplicaSetStrategy,
         ),
         info(
             grp("apps", "v1", "StatefulSet", "statefulsets", &["sts"]),
             ALL,
             true,
             STATUS_SCALE,
-            Basic::<apps::StatefulSet>::namespaced().with_generation(),
+            StatefulSetStrategy,
         ),
         info(
             grp("apps", "v1", "DaemonSet", "daemonsets", &["ds"]),
             ALL,
             true,
             STATUS,
-            Basic::<apps::DaemonSet>::namespaced().with_generation(),
+            DaemonSetStrategy,
         ),
         info(
             grp(

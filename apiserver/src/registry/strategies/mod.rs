@@ -1,7 +1,10 @@
 //! One strategy per kind (or small family), plus the shared helpers they use.
 
+pub mod apps;
 pub mod basic;
 pub mod event;
+pub mod pod;
+pub mod pod_template;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -45,19 +48,7 @@ pub(crate) fn validate_update_with<T: DeserializeOwned>(
 /// The object at `key` inside `v`, created when absent or null; `None` when `v` is not an
 /// object or `key` holds something else (validation reports that later).
 pub(crate) fn child<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
-    let m = v.as_object_mut()?;
-    let slot = m
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if slot.is_null() {
-        *slot = Value::Object(Map::new());
-    }
-    slot.as_object_mut()
-}
-
-/// The object at `key` inside `v` when it already exists.
-pub(crate) fn existing<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
-    v.as_object_mut()?.get_mut(key)?.as_object_mut()
+    child_map(v.as_object_mut()?, key)
 }
 
 /// Sets `key` to `val` when it is absent or null.
@@ -83,11 +74,6 @@ pub(crate) fn each_item(
     }
 }
 
-/// A string at a JSON pointer, or "".
-pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
 /// A field-selector value at a JSON pointer: strings verbatim, booleans and numbers printed,
 /// missing as "" (upstream selects on the zero value).
 pub(crate) fn field_at(v: &Value, pointer: &str) -> String {
@@ -105,4 +91,18 @@ pub(crate) fn fields_at(v: &Value, pairs: &[(&'static str, &str)]) -> Vec<(&'sta
         .iter()
         .map(|(name, ptr)| (*name, field_at(v, ptr)))
         .collect()
+}
+
+/// The object at `key` inside map `m`, created when absent or null.
+pub(crate) fn child_map<'a>(
+    m: &'a mut Map<String, Value>,
+    key: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    let slot = m
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if slot.is_null() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut()
 }
