@@ -433,9 +433,11 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 /// Encodes a list continue token like upstream: unpadded base64url of
-/// `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}`. `start_after_key` is stored verbatim: a
-/// storage key relative to the resource's prefix, without a leading `/`, whose meaning
-/// (inclusive or not) is the store's; upstream stores the last returned key plus `"\0"`.
+/// `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}`. `start_after_key` is stored verbatim and
+/// [`decode_continue`] gives it back unchanged, relative (`ns/name`, as upstream) or absolute
+/// (`/registry/pods/ns/name`); whether it is inclusive is the store's business (upstream stores
+/// the last returned key plus `"\0"`). A decoded key comes from the client: the store must
+/// still keep its range under the resource's prefix.
 pub fn encode_continue(resource_version: i64, start_after_key: &str) -> String {
     let tok = ContinueToken {
         v: CONTINUE_VERSION.to_string(),
@@ -498,7 +500,12 @@ pub fn decode_continue(tok: &str) -> Result<(i64, String), String> {
     if cleaned != key {
         return Err(format!("continue key is not valid: {}", c.start));
     }
-    Ok((c.rv, cleaned[1..].to_string()))
+    let start = if c.start.starts_with('/') {
+        cleaned
+    } else {
+        cleaned[1..].to_string()
+    };
+    Ok((c.rv, start))
 }
 
 #[cfg(test)]
@@ -639,8 +646,9 @@ mod tests {
 
     #[test]
     fn query_table() {
+        type Check = fn(&Query) -> bool;
         // (query, check)
-        let cases: &[(&str, fn(&Query) -> bool)] = &[
+        let cases: &[(&str, Check)] = &[
             ("", |q| *q == Query::default()),
             ("&&", |q| *q == Query::default()),
             ("limit=0", |q| q.limit.is_none()),
@@ -754,6 +762,7 @@ mod tests {
             (1, "default/pod-1\u{0}"),
             (42, "a"),
             (i64::MAX, "ns/name with spaces\u{0}"),
+            (7, "/registry/pods/default/web-1"),
         ] {
             let tok = encode_continue(rv, key);
             assert!(
@@ -781,6 +790,10 @@ mod tests {
             (enc(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"../secrets/x"}"#), "continue key is not valid: ../secrets/x"),
             (enc(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"a//b"}"#), "continue key is not valid: a//b"),
             (enc(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"a/"}"#), "continue key is not valid: a/"),
+            (
+                enc(r#"{"v":"meta.k8s.io/v1","rv":1,"start":"/registry/pods/../secrets/x"}"#),
+                "continue key is not valid: /registry/pods/../secrets/x",
+            ),
         ];
         for (tok, want) in cases {
             assert_eq!(decode_continue(&tok).err().as_deref(), Some(want), "{tok}");

@@ -1141,8 +1141,9 @@ mod tests {
 
     #[test]
     fn field_parse() {
+        type Reqs = &'static [(&'static str, FieldOp, &'static str)];
         // (input, requirements as (field, op, value), String())
-        let cases: &[(&str, &[(&str, FieldOp, &str)], &str)] = &[
+        let cases: &[(&str, Reqs, &str)] = &[
             ("", &[], ""),
             (
                 "metadata.name=x",
