@@ -519,6 +519,9 @@ fn check_leaf(
     ca: &Ca,
     now: u64,
 ) -> std::result::Result<(String, String, BTreeSet<String>), String> {
+    if !cert_path.exists() {
+        return Err("none exists yet".into());
+    }
     let cert_pem =
         fs::read_to_string(cert_path).map_err(|e| format!("{}: {e}", cert_path.display()))?;
     let key_pem =
