@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -344,7 +344,7 @@ async fn embedded_api() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_api() -> Result<()> {
-    let etcd = support::etcd::TestEtcd::start()?;
+    let etcd = support::etcd::TestEtcd::start().await;
     let dir = tempfile::tempdir()?;
     let s = TestServer::start_in(dir.path(), Some(&etcd.endpoint)).await?;
     crud_and_conflicts(&s).await?;

@@ -259,7 +259,7 @@ fn check_accept(req: &Request<Incoming>) -> Result<()> {
 
 fn list_params(q: &Query) -> Result<ListParams> {
     let labels = match q.label_selector.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => LabelSelector::parse(s).map_err(|e| Error::BadRequest(format!("unable to parse requirement: {e}")))?,
+        Some(s) => LabelSelector::parse(s).map_err(Error::BadRequest)?,
         None => LabelSelector::default(),
     };
     let fields = match q.field_selector.as_deref().filter(|s| !s.is_empty()) {
@@ -310,12 +310,18 @@ async fn resource(
         .cloned()
         .ok_or(Error::NotFoundPath)?;
     let namespaced = store.info.namespaced;
+    // RequestInfo names a namespace object's own name as its namespace.
+    let url_ns = if store.info.group.is_empty() && store.info.plural == "namespaces" {
+        String::new()
+    } else {
+        info.namespace.clone()
+    };
     // A namespaced resource needs a namespace except for cluster-wide list/watch;
     // a cluster-scoped one must not have one.
-    if !namespaced && !info.namespace.is_empty() {
+    if !namespaced && !url_ns.is_empty() {
         return Err(Error::NotFoundPath);
     }
-    if namespaced && info.namespace.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
+    if namespaced && url_ns.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
         return Err(Error::NotFoundPath);
     }
     let sub = match info.subresource.as_str() {
@@ -327,7 +333,7 @@ async fn resource(
     if info.verb != "watch" {
         check_accept(&req)?;
     }
-    let ns = info.namespace.clone();
+    let ns = url_ns;
     let name = info.name.clone();
     match info.verb.as_str() {
         "get" => {

@@ -201,7 +201,11 @@ impl Store {
             if rv.is_some_and(|r| r != "0") {
                 return Err(Error::BadRequest("specifying resource version is not allowed when using continue".into()));
             }
-            let (rev, start) = crate::request_info::decode_continue(tok).map_err(Error::BadRequest)?;
+            let (rev, start) = crate::request_info::decode_continue(tok)
+                .map_err(|e| Error::BadRequest(format!("invalid continue token: {e}")))?;
+            if !start.starts_with(self.cache.prefix()) {
+                return Err(Error::BadRequest("invalid continue token: key is outside this resource".into()));
+            }
             return self.list_from_backend(&filter, rev, &start, p.limit).await;
         }
         match (rv, rvm) {
@@ -670,11 +674,8 @@ impl Store {
                     }
                 }
             };
-            let namespace_pending = self.is_namespace()
-                && old
-                    .pointer("/spec/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| !f.is_empty());
+            // A namespace always goes through the namespace finalizer, which empties it first.
+            let namespace_pending = self.is_namespace();
             if finalizers.is_empty() && grace == 0 && !namespace_pending {
                 if opts.dry_run {
                     return Ok(DeleteOutcome::Deleted(old));
