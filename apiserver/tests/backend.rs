@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiserver::storage::sqlite::SqliteBackend;
+use apiserver::storage::sqlite::{SqliteBackend, SqliteOptions};
 use apiserver::storage::{self, testsuite, Backend, ListOptions};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -77,6 +77,59 @@ async fn etcd_learns_compaction_by_others() {
         other => panic!("watch from compacted revision: want Compacted, got {other:?}"),
     }
     assert_eq!(early.compacted_revision().await.unwrap(), at);
+}
+
+/// A watcher that stops reading is cut off with `Compacted` instead of holding up
+/// writers or buffering without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_slow_watcher_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        event_buffer: 4,
+        watch_buffer: 4,
+    };
+    let b = SqliteBackend::open_with(&dir.path().join("state.db"), options).unwrap();
+    let mut w = b.watch("/slow/", 0).await.unwrap();
+    for i in 0..30 {
+        b.create(&format!("/slow/{i:02}"), Bytes::from("x"))
+            .await
+            .unwrap();
+    }
+    let mut seen = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+            Ok(Some(Ok(_))) => seen += 1,
+            Ok(Some(Err(storage::Error::Compacted { .. }))) => break,
+            other => panic!("want events then Compacted, got {other:?}"),
+        }
+    }
+    assert!(seen < 30, "watcher was not cut off");
+    assert!(tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// An etcd watch resumes from its last delivered revision after etcd restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_resumes_after_restart() {
+    let mut etcd = TestEtcd::start().await;
+    let b = storage::etcd::EtcdBackend::connect(std::slice::from_ref(&etcd.endpoint))
+        .await
+        .unwrap();
+    let start = b.current_revision().await.unwrap();
+    let mut w = b.watch("/r/", start).await.unwrap();
+    let first = b.create("/r/1", Bytes::from("1")).await.unwrap();
+    assert_eq!(
+        testsuite::next_event(&mut w).await.revision(),
+        first.mod_revision
+    );
+
+    etcd.restart().await;
+    let second = b.create("/r/2", Bytes::from("2")).await.unwrap();
+    let ev = testsuite::next_event(&mut w).await;
+    assert_eq!(ev.key(), "/r/2");
+    assert_eq!(ev.revision(), second.mod_revision);
 }
 
 #[tokio::test]

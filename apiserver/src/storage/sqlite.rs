@@ -28,10 +28,6 @@ use super::{Backend, Error, Event, KeyValue, ListOptions, ListResult, Result, Wa
 const MAX_BATCH: usize = 1024;
 /// Pending writes queued for the writer before callers wait.
 const WRITE_QUEUE: usize = 8192;
-/// Committed batches buffered for watchers; a watcher further behind is cut off.
-const EVENT_BUFFER: usize = 1024;
-/// Events buffered per watch stream between its task and its consumer.
-const WATCH_BUFFER: usize = 1024;
 /// Rows read per page when a watch replays history.
 const REPLAY_PAGE: i64 = 1000;
 /// Concurrent readers (and pooled read connections).
@@ -59,8 +55,28 @@ fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::Backend(format!("sqlite {context}: {e}"))
 }
 
+/// Buffer sizes; `Default` is what [`SqliteBackend::open`] uses.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Committed write batches buffered for watchers; a watcher further behind than this
+    /// is ended with `Error::Compacted` (it must re-list).
+    pub event_buffer: usize,
+    /// Events buffered per watch stream between its task and its consumer.
+    pub watch_buffer: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            event_buffer: 1024,
+            watch_buffer: 1024,
+        }
+    }
+}
+
 /// The embedded SQLite backend.
 pub struct SqliteBackend {
+    options: SqliteOptions,
     shared: Arc<Shared>,
     writes: mpsc::Sender<WriteRequest>,
     readers: Arc<Readers>,
@@ -79,6 +95,11 @@ struct Shared {
 impl SqliteBackend {
     /// Opens (creating when missing) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens the database file at `path` with explicit buffer sizes.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<Self> {
         let conn = Connection::open(path)
             .map_err(|e| Error::Backend(format!("open sqlite database {}: {e}", path.display())))?;
         // auto_vacuum only takes effect before the first table is created.
@@ -104,7 +125,7 @@ impl SqliteBackend {
         let current = max_id.max(compacted);
         conn.set_prepared_statement_cache_capacity(32);
 
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (events, _) = broadcast::channel(options.event_buffer.max(1));
         let shared = Arc::new(Shared {
             current: AtomicI64::new(current),
             compacted: AtomicI64::new(compacted),
@@ -126,6 +147,7 @@ impl SqliteBackend {
             permits: Arc::new(Semaphore::new(READERS)),
         });
         Ok(Self {
+            options,
             shared,
             writes,
             readers,
@@ -969,7 +991,7 @@ impl Backend for SqliteBackend {
         // in the broadcast, every event at or below it is in the log.
         let live = self.shared.events.subscribe();
         let upto = self.shared.current.load(Ordering::Acquire);
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let (tx, rx) = mpsc::channel(self.options.watch_buffer.max(1));
         tokio::spawn(run_watch(
             self.readers.clone(),
             prefix.to_string(),

@@ -13,6 +13,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TestEtcd {
     /// Client URL, e.g. `http://127.0.0.1:12345`.
     pub endpoint: String,
+    peer: String,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -40,6 +41,30 @@ fn etcd_binary() -> PathBuf {
         })
 }
 
+fn spawn(dir: &tempfile::TempDir, endpoint: &str, peer: &str) -> Child {
+    let bin = etcd_binary();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("etcd.log"))
+        .expect("etcd log file");
+    Command::new(&bin)
+        .arg("--name=test")
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg(format!("--listen-client-urls={endpoint}"))
+        .arg(format!("--advertise-client-urls={endpoint}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster=test={peer}"))
+        .arg("--initial-cluster-state=new")
+        .arg("--log-level=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("etcd log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -50,34 +75,27 @@ fn free_port() -> u16 {
 impl TestEtcd {
     /// Starts etcd and waits until it answers requests.
     pub async fn start() -> Self {
-        let bin = etcd_binary();
         let dir = tempfile::tempdir().expect("temp dir for etcd");
         let (client_port, peer_port) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-        let child = Command::new(&bin)
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
-            .arg("--initial-cluster-state=new")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("etcd log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let child = spawn(&dir, &endpoint, &peer);
         let mut etcd = TestEtcd {
             endpoint,
+            peer,
             child,
             dir,
         };
         etcd.wait_ready().await;
         etcd
+    }
+
+    /// Kills etcd and starts it again on the same ports and data.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.dir, &self.endpoint, &self.peer);
+        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
