@@ -57,11 +57,7 @@ cleanup() {
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
-    if [[ -n ${E2E_KEEP:-} ]]; then
-        echo "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
+    [[ -n ${E2E_KEEP:-} ]] || rm -rf "$TMP"
 }
 trap cleanup EXIT
 
@@ -493,8 +489,9 @@ run k get -n $NS cm -l chunk=yes --chunk-size=2 --no-headers
 check_value "kubectl get cm --chunk-size=2 --no-headers: 25 rows" "25" "$(grep -c '^many-' <<<"$OUT" || true)"
 # 25 objects in pages of 2: 13 requests, each but the first carrying a continue token.
 run k get -n $NS cm -l chunk=yes --chunk-size=2 -o name -v=6
-check_value "kubectl get --chunk-size=2 -v=6: requests with limit=2" "13" "$(grep -c 'limit=2' <<<"$OUT" || true)"
-check_value "kubectl get --chunk-size=2 -v=6: requests with continue=" "12" "$(grep -c 'continue=' <<<"$OUT" || true)"
+CHUNK_LOG=$(grep '"Response" verb="GET"' <<<"$OUT" | grep 'limit=2' || true)
+check_value "kubectl get --chunk-size=2 -v=6: requests with limit=2" "13" "$(grep -c . <<<"$CHUNK_LOG" || true)"
+check_value "kubectl get --chunk-size=2 -v=6: requests with continue=" "12" "$(grep -c 'continue=' <<<"$CHUNK_LOG" || true)"
 run k get --raw "/api/v1/namespaces/$NS/configmaps?limit=10"
 check_value "GET configmaps?limit=10: 10 items and a continue token" "10 true" \
     "$(jq -r '"\(.items | length) \(.metadata.continue != null and .metadata.continue != "")"' <<<"$OUT" 2>&1)"
@@ -561,7 +558,8 @@ echo
 if ((FAILED > 0)); then
     echo "failed checks:"
     printf '  %s\n' "${FAILED_NAMES[@]}"
-    echo "server log: $TMP/server.log (set E2E_KEEP=1 to keep it)"
+    [[ -n ${E2E_KEEP:-} ]] || echo "set E2E_KEEP=1 to keep the server log and the dumped YAML"
 fi
+[[ -z ${E2E_KEEP:-} ]] || echo "kept $TMP (server log: $TMP/server.log)"
 echo "$PASSED passed, $FAILED failed"
 ((FAILED == 0))

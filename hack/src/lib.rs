@@ -55,16 +55,22 @@ pub fn is_loopback_host(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    host.parse::<IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 /// Refuses any URL whose host is not a loopback address: the tools here only measure
 /// servers on this machine.
 pub fn require_loopback_url(url: &str) -> anyhow::Result<()> {
-    let uri: http::Uri = url.parse().with_context(|| format!("invalid URL {url:?}"))?;
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("invalid URL {url:?}"))?;
     match uri.host() {
         Some(host) if is_loopback_host(host) => Ok(()),
-        Some(host) => bail!("{url}: host {host} is not a loopback address; only loopback targets are allowed"),
+        Some(host) => {
+            bail!("{url}: host {host} is not a loopback address; only loopback targets are allowed")
+        }
         None => bail!("{url}: no host"),
     }
 }
@@ -106,7 +112,10 @@ impl Table {
 
     /// The table as text, one line per row, columns separated by two spaces.
     pub fn render(&self) -> String {
-        let columns = self.header.len().max(self.rows.iter().map(Vec::len).max().unwrap_or(0));
+        let columns = self
+            .header
+            .len()
+            .max(self.rows.iter().map(Vec::len).max().unwrap_or(0));
         let mut widths = vec![0; columns];
         for row in std::iter::once(&self.header).chain(&self.rows) {
             for (i, cell) in row.iter().enumerate() {

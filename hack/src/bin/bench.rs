@@ -126,7 +126,12 @@ fn print_table(title: &str, rows: &[Row]) {
         "phase", "ops", "errors", "secs", "ops/s", "p50 ms", "p99 ms", "max ms", "target", "note",
     ]);
     for r in rows {
-        let lat = |f: fn(&Latency) -> u64| r.latency.as_ref().map(|l| ms(f(l))).unwrap_or_else(|| "-".into());
+        let lat = |f: fn(&Latency) -> u64| {
+            r.latency
+                .as_ref()
+                .map(|l| ms(f(l)))
+                .unwrap_or_else(|| "-".into())
+        };
         t.row(vec![
             r.phase.clone(),
             r.ops.to_string(),
@@ -227,7 +232,9 @@ where
             }
             Err(e) => {
                 result.errors += 1;
-                result.first_error.get_or_insert_with(|| format!("worker panicked: {e}"));
+                result
+                    .first_error
+                    .get_or_insert_with(|| format!("worker panicked: {e}"));
             }
         }
     }
@@ -245,11 +252,12 @@ struct Api {
 
 impl Api {
     async fn new(path: &std::path::Path) -> anyhow::Result<Api> {
-        let kubeconfig =
-            Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .context("invalid kubeconfig")?;
+        let kubeconfig = Kubeconfig::read_from(path)
+            .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .context("invalid kubeconfig")?;
         require_loopback_url(&config.cluster_url.to_string())?;
         config.read_timeout = None;
         config.write_timeout = Some(Duration::from_secs(60));
@@ -257,15 +265,31 @@ impl Api {
         Ok(Api { client })
     }
 
-    async fn send(&self, method: &str, path: &str, body: Option<Bytes>) -> anyhow::Result<(http::StatusCode, Bytes)> {
-        let mut req = http::Request::builder().method(method).uri(path).header("accept", "application/json");
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("accept", "application/json");
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
         let req = req.body(kube::client::Body::from(body.unwrap_or_default()))?;
-        let res = self.client.send(req).await.with_context(|| format!("{method} {path}"))?;
+        let res = self
+            .client
+            .send(req)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = res.status();
-        let bytes = res.into_body().collect_bytes().await.with_context(|| format!("{method} {path}: body"))?;
+        let bytes = res
+            .into_body()
+            .collect_bytes()
+            .await
+            .with_context(|| format!("{method} {path}: body"))?;
         Ok((status, bytes))
     }
 
@@ -279,7 +303,12 @@ impl Api {
         Ok(bytes)
     }
 
-    async fn json(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
         let body = body.map(|b| Bytes::from(b.to_string()));
         let bytes = self.call(method, path, body).await?;
         serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: invalid JSON"))
@@ -287,18 +316,26 @@ impl Api {
 
     async fn create_namespace(&self, name: &str) -> anyhow::Result<()> {
         let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        self.json("POST", "/api/v1/namespaces", Some(ns)).await.map(|_| ())
+        self.json("POST", "/api/v1/namespaces", Some(ns))
+            .await
+            .map(|_| ())
     }
 
     async fn delete_namespace(&self, name: &str) {
-        if let Err(e) = self.call("DELETE", &format!("/api/v1/namespaces/{name}"), None).await {
+        if let Err(e) = self
+            .call("DELETE", &format!("/api/v1/namespaces/{name}"), None)
+            .await
+        {
             eprintln!("cleanup: {e:#}");
         }
     }
 }
 
 fn now_unix_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(micros).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(micros)
+        .unwrap_or(0)
 }
 
 fn configmap_name(i: usize) -> String {
@@ -317,13 +354,21 @@ fn configmap_body(name: &str, data: &serde_json::Value) -> Bytes {
 }
 
 fn padding(n: usize) -> String {
-    "abcdefghijklmnopqrstuvwxyz0123456789".chars().cycle().take(n).collect()
+    "abcdefghijklmnopqrstuvwxyz0123456789"
+        .chars()
+        .cycle()
+        .take(n)
+        .collect()
 }
 
 fn rss_row(pid: Option<u32>, what: &str, target: &'static str) -> Option<Row> {
     let pid = pid?;
     let note = match (proc_status_kib(pid, "VmRSS"), proc_status_kib(pid, "VmHWM")) {
-        (Ok(rss), Ok(hwm)) => format!("VmRSS {:.1} MiB (peak VmHWM {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0),
+        (Ok(rss), Ok(hwm)) => format!(
+            "VmRSS {:.1} MiB (peak VmHWM {:.1} MiB)",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        ),
         (Err(e), _) | (_, Err(e)) => format!("{e:#}"),
     };
     Some(Row {
@@ -345,8 +390,13 @@ async fn bench_server(args: &Args, kubeconfig: &std::path::Path) -> anyhow::Resu
 
     let run_id = format!("{}-{}", std::process::id(), now_unix_micros() % 1_000_000);
     let ns = format!("bench-{run_id}");
-    api.create_namespace(&ns).await.context("cannot create the benchmark namespace")?;
-    println!("namespace {ns}: {} ConfigMaps of {} bytes, {} clients", args.objects, args.value_bytes, args.concurrency);
+    api.create_namespace(&ns)
+        .await
+        .context("cannot create the benchmark namespace")?;
+    println!(
+        "namespace {ns}: {} ConfigMaps of {} bytes, {} clients",
+        args.objects, args.value_bytes, args.concurrency
+    );
 
     // Open the connections before timing anything.
     {
@@ -387,7 +437,10 @@ async fn bench_server(args: &Args, kubeconfig: &std::path::Path) -> anyhow::Resu
         // Names are created in order, so 0..created exist unless a create failed.
         let res = run_pool(args.concurrency, args.gets, limit, move |i| {
             let api = api.clone();
-            let path = format!("/api/v1/namespaces/{ns}/configmaps/{}", configmap_name((i * 7919) % created));
+            let path = format!(
+                "/api/v1/namespaces/{ns}/configmaps/{}",
+                configmap_name((i * 7919) % created)
+            );
             async move { api.call("GET", &path, None).await.map(|_| ()) }
         })
         .await;
@@ -395,12 +448,19 @@ async fn bench_server(args: &Args, kubeconfig: &std::path::Path) -> anyhow::Resu
     }
 
     if phases.contains(&Phase::List) && created > 0 {
-        for (label, query) in [("list (consistent)", ""), ("list (rv=0)", "?resourceVersion=0")] {
+        for (label, query) in [
+            ("list (consistent)", ""),
+            ("list (rv=0)", "?resourceVersion=0"),
+        ] {
             let path = format!("/api/v1/namespaces/{ns}/configmaps{query}");
             let body = api.call("GET", &path, None).await?;
-            let list: serde_json::Value = serde_json::from_slice(&body).context("LIST: invalid JSON")?;
+            let list: serde_json::Value =
+                serde_json::from_slice(&body).context("LIST: invalid JSON")?;
             let items = list["items"].as_array().map(Vec::len).unwrap_or(0);
-            let note = format!("{items} items, {:.1} MiB", body.len() as f64 / (1024.0 * 1024.0));
+            let note = format!(
+                "{items} items, {:.1} MiB",
+                body.len() as f64 / (1024.0 * 1024.0)
+            );
             let api = api.clone();
             let res = run_pool(1, args.lists, limit, move |_| {
                 let api = api.clone();
@@ -412,7 +472,11 @@ async fn bench_server(args: &Args, kubeconfig: &std::path::Path) -> anyhow::Resu
         }
     }
     if created > 0 {
-        rows.extend(rss_row(args.server_pid, &format!("with {created} ConfigMaps"), "<= 150 MiB"));
+        rows.extend(rss_row(
+            args.server_pid,
+            &format!("with {created} ConfigMaps"),
+            "<= 150 MiB",
+        ));
     }
 
     if phases.contains(&Phase::Watch) {
@@ -445,8 +509,14 @@ fn added_stamp(line: &[u8]) -> Option<u64> {
     find(line, br#""type":"ADDED""#)?;
     let at = find(line, br#""sent":"#)? + br#""sent":"#.len();
     let rest = &line[at..];
-    let rest = rest.iter().position(|b| b.is_ascii_digit()).map(|i| &rest[i..])?;
-    let end = rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+    let rest = rest
+        .iter()
+        .position(|b| b.is_ascii_digit())
+        .map(|i| &rest[i..])?;
+    let end = rest
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
@@ -457,17 +527,30 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// W watchers each must receive every one of the writer's creates; latency is receipt
 /// time minus the send time stamped into the object.
 async fn watch_fanout(args: &Args, api: &Api, ns: &str) -> anyhow::Result<Row> {
-    let phase = format!("watch fan-out ({} watchers, {}/s for {}s)", args.watchers, args.watch_rate, args.watch_seconds);
+    let phase = format!(
+        "watch fan-out ({} watchers, {}/s for {}s)",
+        args.watchers, args.watch_rate, args.watch_seconds
+    );
     let target = "every event, p99 <= 50 ms";
     api.create_namespace(ns).await?;
-    let list = api.json("GET", &format!("/api/v1/namespaces/{ns}/configmaps?limit=1"), None).await?;
-    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+    let list = api
+        .json(
+            "GET",
+            &format!("/api/v1/namespaces/{ns}/configmaps?limit=1"),
+            None,
+        )
+        .await?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let produce_for = Duration::from_secs(args.watch_seconds);
     let drain = Duration::from_secs(30);
     let timeout_seconds = (produce_for + drain).as_secs() + 30;
 
     let connected = Arc::new(AtomicUsize::new(0));
-    let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..args.watchers).map(|_| AtomicUsize::new(0)).collect());
+    let counts: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..args.watchers).map(|_| AtomicUsize::new(0)).collect());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut watchers = Vec::with_capacity(args.watchers);
     for w in 0..args.watchers {
@@ -479,7 +562,10 @@ async fn watch_fanout(args: &Args, api: &Api, ns: &str) -> anyhow::Result<Row> {
         let counts = counts.clone();
         let mut stop = stop_rx.clone();
         watchers.push(tokio::spawn(async move {
-            let req = http::Request::builder().uri(path).header("accept", "application/json").body(Vec::new())?;
+            let req = http::Request::builder()
+                .uri(path)
+                .header("accept", "application/json")
+                .body(Vec::new())?;
             let mut body = std::pin::pin!(client.request_stream(req).await?);
             connected.fetch_add(1, Ordering::Relaxed);
             let mut samples = Vec::new();
@@ -513,7 +599,11 @@ async fn watch_fanout(args: &Args, api: &Api, ns: &str) -> anyhow::Result<Row> {
     while connected.load(Ordering::Relaxed) < args.watchers {
         if Instant::now() > connect_deadline || watchers.iter().all(|w| w.is_finished()) {
             let _ = stop_tx.send(true);
-            bail!("only {}/{} watches connected within 60 s", connected.load(Ordering::Relaxed), args.watchers);
+            bail!(
+                "only {}/{} watches connected within 60 s",
+                connected.load(Ordering::Relaxed),
+                args.watchers
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -539,7 +629,10 @@ async fn watch_fanout(args: &Args, api: &Api, ns: &str) -> anyhow::Result<Row> {
         let (produced, failed, pad) = (produced.clone(), failed.clone(), data_pad.clone());
         writes.push(tokio::spawn(async move {
             let data = serde_json::json!({"sent": now_unix_micros().to_string(), "pad": pad});
-            match api.call("POST", &path, Some(configmap_body(&name, &data))).await {
+            match api
+                .call("POST", &path, Some(configmap_body(&name, &data)))
+                .await
+            {
                 Ok(_) => produced.fetch_add(1, Ordering::Relaxed),
                 Err(_) => failed.fetch_add(1, Ordering::Relaxed),
             };
@@ -556,7 +649,11 @@ async fn watch_fanout(args: &Args, api: &Api, ns: &str) -> anyhow::Result<Row> {
     // Wait until every watcher has every event, or the drain time passes.
     let drain_deadline = Instant::now() + drain;
     loop {
-        let min = counts.iter().map(|c| c.load(Ordering::Relaxed)).min().unwrap_or(0);
+        let min = counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
         if min >= produced || Instant::now() > drain_deadline {
             break;
         }
@@ -618,20 +715,40 @@ async fn bench_raw_etcd(args: &Args, url: &str) -> anyhow::Result<Row> {
     let client = etcd_client::Client::connect([url], None)
         .await
         .with_context(|| format!("cannot connect to etcd at {url}"))?;
-    let prefix = format!("/minik8s-bench/{}-{}/", std::process::id(), now_unix_micros());
+    let prefix = format!(
+        "/minik8s-bench/{}-{}/",
+        std::process::id(),
+        now_unix_micros()
+    );
     let value = Bytes::from(padding(args.value_bytes));
     let res = {
         let (client, prefix) = (client.clone(), prefix.clone());
-        run_pool(args.concurrency, args.objects, Duration::from_secs(args.phase_timeout), move |i| {
-            let mut kv = client.kv_client();
-            let key = format!("{prefix}{i:06}");
-            let value = value.clone();
-            async move { kv.put(key, value.to_vec(), None).await.map(|_| ()).map_err(Into::into) }
-        })
+        run_pool(
+            args.concurrency,
+            args.objects,
+            Duration::from_secs(args.phase_timeout),
+            move |i| {
+                let mut kv = client.kv_client();
+                let key = format!("{prefix}{i:06}");
+                let value = value.clone();
+                async move {
+                    kv.put(key, value.to_vec(), None)
+                        .await
+                        .map(|_| ())
+                        .map_err(Into::into)
+                }
+            },
+        )
         .await
     };
     let mut kv = client.kv_client();
-    if let Err(e) = kv.delete(prefix.clone(), Some(etcd_client::DeleteOptions::new().with_prefix())).await {
+    if let Err(e) = kv
+        .delete(
+            prefix.clone(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+    {
         eprintln!("cleanup of {prefix}: {e}");
     }
     Ok(res.row("raw etcd-client put", "(reference)", String::new()))
@@ -639,7 +756,10 @@ async fn bench_raw_etcd(args: &Args, url: &str) -> anyhow::Result<Row> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bench: cannot start the runtime: {e}");
