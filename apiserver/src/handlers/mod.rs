@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -195,18 +195,30 @@ fn content_type(req: &Request<Incoming>) -> String {
         .to_ascii_lowercase()
 }
 
+/// Bytes of an oversized body read and dropped so the client sees the 413 instead of a
+/// broken connection; past this the connection is dropped.
+const MAX_DISCARD_BYTES: usize = 64 * 1024 * 1024;
+
 /// Reads a body of at most `MAX_BODY_BYTES`.
 async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
-    match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(Error::RequestEntityTooLarge)
-            } else {
-                Err(Error::BadRequest(format!("reading request body: {e}")))
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::BadRequest(format!("reading request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY_BYTES {
+                buf.extend_from_slice(&data);
+            } else if total > MAX_DISCARD_BYTES {
+                return Err(Error::RequestEntityTooLarge);
             }
         }
     }
+    if total > MAX_BODY_BYTES {
+        return Err(Error::RequestEntityTooLarge);
+    }
+    Ok(buf.freeze())
 }
 
 const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml";
