@@ -13,9 +13,15 @@ use super::strategies::apps::{
     DaemonSetStrategy, DeploymentStrategy, ReplicaSetStrategy, StatefulSetStrategy,
 };
 use super::strategies::basic::Basic;
+use super::strategies::configmap::ConfigMapStrategy;
 use super::strategies::event::{EventStrategy, EventsV1Strategy};
+use super::strategies::namespace::NamespaceStrategy;
+use super::strategies::node::NodeStrategy;
 use super::strategies::pod::PodStrategy;
 use super::strategies::pod_template::PodTemplateStrategy;
+use super::strategies::replication_controller::ReplicationControllerStrategy;
+use super::strategies::secret::SecretStrategy;
+use super::strategies::service::ServiceStrategy;
 use super::{ResourceInfo, Strategy, Subresource};
 use crate::validation::NameRule;
 
@@ -96,7 +102,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             false,
             STATUS,
-            Basic::<core::Namespace>::cluster().with_rule(NameRule::Label),
+            NamespaceStrategy,
         ),
         info(core("Pod", "pods", &["po"]), ALL, true, STATUS, PodStrategy),
         info(
@@ -104,7 +110,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             ALL,
             true,
             STATUS,
-            Basic::<core::Service>::namespaced().with_rule(NameRule::Dns1035Label),
+            ServiceStrategy,
         ),
         info(
             core("Endpoints", "endpoints", &["ep"]),
@@ -118,21 +124,21 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             true,
             NO_SUB,
-            Basic::<core::ConfigMap>::namespaced(),
+            ConfigMapStrategy,
         ),
         info(
             core("Secret", "secrets", &[]),
             NONE,
             true,
             NO_SUB,
-            Basic::<core::Secret>::namespaced(),
+            SecretStrategy,
         ),
         info(
             core("Node", "nodes", &["no"]),
             NONE,
             false,
             STATUS,
-            Basic::<core::Node>::cluster(),
+            NodeStrategy,
         ),
         info(
             core("Event", "events", &["ev"]),
@@ -188,7 +194,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             ALL,
             true,
             STATUS_SCALE,
-            Basic::<core::ReplicationController>::namespaced().with_generation(),
+            ReplicationControllerStrategy,
         ),
         // apps/v1
         info(
@@ -433,6 +439,6 @@ mod tests {
             find("apps", "deployments").map(|r| r.short_names),
             Some(&["deploy"][..])
         );
-        assert_eq!(rs.len(), 36);
+        assert_eq!(rs.len(), 35);
     }
 }

@@ -2,9 +2,15 @@
 
 pub mod apps;
 pub mod basic;
+pub mod configmap;
 pub mod event;
+pub mod namespace;
+pub mod node;
 pub mod pod;
 pub mod pod_template;
+pub mod replication_controller;
+pub mod secret;
+pub mod service;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -105,4 +111,9 @@ pub(crate) fn child_map<'a>(
         *slot = Value::Object(Map::new());
     }
     slot.as_object_mut()
+}
+
+/// A string at a JSON pointer, or "".
+pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
