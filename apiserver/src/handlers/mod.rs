@@ -22,6 +22,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::watch_cache::Filter;
 
 pub mod discovery;
+pub mod openapi;
 pub mod watch;
 
 /// Largest request body accepted (upstream: 3 MiB).
@@ -33,13 +34,15 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// What every request handler shares.
 pub struct ApiState {
     pub registry: Arc<Registry>,
+    pub openapi_v3: openapi::OpenApiV3,
     pub url: String,
     pub shutdown: CancellationToken,
 }
 
 impl ApiState {
     pub fn new(registry: Arc<Registry>, url: String, shutdown: CancellationToken) -> Self {
-        ApiState { registry, url, shutdown }
+        let openapi_v3 = openapi::OpenApiV3::new(&registry.resources);
+        ApiState { registry, openapi_v3, url, shutdown }
     }
 }
 
@@ -128,6 +131,21 @@ async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str)
         }
         p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => {
             Ok(text_response(StatusCode::OK, "ok"))
+        }
+        "/openapi/v3" => Ok(json_response(StatusCode::OK, state.openapi_v3.index().to_string())),
+        p if p.starts_with("/openapi/v3/") => {
+            let gv = p.trim_start_matches("/openapi/v3/");
+            let (doc, hash) = state.openapi_v3.doc(gv).ok_or(Error::NotFoundPath)?;
+            let mut r = json_response(StatusCode::OK, doc.to_string());
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+                r.headers_mut().insert(header::ETAG, etag);
+            }
+            let immutable = req.uri().query().is_some_and(|q| q.contains("hash="));
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(if immutable { "public, immutable" } else { "no-cache, private" }),
+            );
+            Ok(r)
         }
         "/version" => Ok(json_response(StatusCode::OK, discovery::version_info().to_string())),
         "/api" | "/apis" => {
@@ -375,8 +393,10 @@ async fn resource(
             let opts = write_options(q)?;
             let body = read_body(req).await?;
             let obj = decode_object(&ct, &body)?;
+            let warnings = field_validation(&store, q, &obj)?;
             let b = store.create(&ns, obj, &opts).await?;
-            Ok(json_response(if opts.dry_run { StatusCode::OK } else { StatusCode::CREATED }, b))
+            let r = json_response(if opts.dry_run { StatusCode::OK } else { StatusCode::CREATED }, b);
+            Ok(with_warnings(r, &warnings))
         }
         "update" => {
             let ct = content_type(&req);
@@ -386,14 +406,15 @@ async fn resource(
             if sub == Some(Subresource::Scale) {
                 return update_scale(&store, &ns, &name, obj, &opts).await;
             }
+            let warnings = field_validation(&store, q, &obj)?;
             let b = store.update(&ns, &name, obj, sub, &opts).await?;
-            Ok(json_response(StatusCode::OK, b))
+            Ok(with_warnings(json_response(StatusCode::OK, b), &warnings))
         }
         "patch" => {
             let ct = content_type(&req);
             let opts = write_options(q)?;
             let body = read_body(req).await?;
-            patch(&store, &ns, &name, sub, &ct, &body, &opts).await
+            patch(&store, &ns, &name, sub, &ct, &body, &opts, q).await
         }
         "delete" => {
             let ct = content_type(&req);
@@ -474,6 +495,7 @@ async fn patch(
     ct: &str,
     body: &[u8],
     opts: &WriteOptions,
+    q: &Query,
 ) -> Result<Response<Body>> {
     let patch: Value = serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice::<Value>(body))
@@ -498,10 +520,15 @@ async fn patch(
         apply_patch(kind, &mut scale, &patch)?;
         return update_scale(store, ns, name, scale, opts).await;
     }
+    let warnings = std::sync::Mutex::new(Vec::new());
     let b = store
         .guaranteed_update(ns, name, sub, opts, |old| {
             let mut new = old.clone();
             apply_patch(kind, &mut new, &patch)?;
+            let w = field_validation(store, q, &new)?;
+            if let Ok(mut all) = warnings.lock() {
+                *all = w;
+            }
             // The patch's resourceVersion, if any, is a precondition; otherwise none.
             let prv = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str);
             if prv.is_none() {
@@ -510,7 +537,48 @@ async fn patch(
             Ok(new)
         })
         .await?;
-    Ok(json_response(StatusCode::OK, b))
+    let warnings = warnings.into_inner().unwrap_or_default();
+    Ok(with_warnings(json_response(StatusCode::OK, b), &warnings))
+}
+
+/// Unknown fields under `fieldValidation` (Strict: 400; Warn, the default: warnings; Ignore).
+fn field_validation(store: &Store, q: &Query, obj: &Value) -> Result<Vec<String>> {
+    let mode = q.field_validation.as_deref().unwrap_or("Warn");
+    if mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    if mode != "Warn" && mode != "Strict" {
+        return Err(Error::BadRequest(format!(
+            "fieldValidation: Unsupported value: {mode:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+        )));
+    }
+    let Some(typed) = crate::typed::roundtrip(store.info.group, store.info.kind, obj) else {
+        return Ok(Vec::new());
+    };
+    let unknown: Vec<String> = crate::typed::unknown_fields(obj, &typed)
+        .into_iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    if unknown.is_empty() || mode == "Warn" {
+        return Ok(unknown);
+    }
+    Err(Error::BadRequest(format!(
+        "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+        unknown.join(", "),
+        kind = store.info.kind,
+        v = store.info.version,
+    )))
+}
+
+/// Adds `Warning: 299 - "..."` headers, as kubectl prints them.
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = w.replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
 }
 
 fn apply_patch(kind: &str, doc: &mut Value, patch: &Value) -> Result<()> {

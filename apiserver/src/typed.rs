@@ -1,0 +1,120 @@
+//! Typed round-trips through the k8s-openapi types, used to find fields a built-in kind
+//! does not declare (strict field validation: `fieldValidation=Strict|Warn`).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use k8s_openapi::api::{
+    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+};
+
+fn rt<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Value> {
+    let t: T = serde_json::from_value(v.clone()).ok()?;
+    serde_json::to_value(t).ok()
+}
+
+/// The object as the typed model of `group`/`kind` sees it, or `None` for kinds without one
+/// (or objects that do not decode; decoding errors are reported by validation).
+pub fn roundtrip(group: &str, kind: &str, v: &Value) -> Option<Value> {
+    match (group, kind) {
+        ("", "Namespace") => rt::<core::Namespace>(v),
+        ("", "Pod") => rt::<core::Pod>(v),
+        ("", "Service") => rt::<core::Service>(v),
+        ("", "Endpoints") => rt::<core::Endpoints>(v),
+        ("", "ConfigMap") => rt::<core::ConfigMap>(v),
+        ("", "Secret") => rt::<core::Secret>(v),
+        ("", "Node") => rt::<core::Node>(v),
+        ("", "Event") => rt::<core::Event>(v),
+        ("", "ServiceAccount") => rt::<core::ServiceAccount>(v),
+        ("", "PersistentVolume") => rt::<core::PersistentVolume>(v),
+        ("", "PersistentVolumeClaim") => rt::<core::PersistentVolumeClaim>(v),
+        ("", "ResourceQuota") => rt::<core::ResourceQuota>(v),
+        ("", "LimitRange") => rt::<core::LimitRange>(v),
+        ("", "PodTemplate") => rt::<core::PodTemplate>(v),
+        ("", "ReplicationController") => rt::<core::ReplicationController>(v),
+        ("apps", "Deployment") => rt::<apps::Deployment>(v),
+        ("apps", "ReplicaSet") => rt::<apps::ReplicaSet>(v),
+        ("apps", "StatefulSet") => rt::<apps::StatefulSet>(v),
+        ("apps", "DaemonSet") => rt::<apps::DaemonSet>(v),
+        ("apps", "ControllerRevision") => rt::<apps::ControllerRevision>(v),
+        ("batch", "Job") => rt::<batch::Job>(v),
+        ("batch", "CronJob") => rt::<batch::CronJob>(v),
+        ("coordination.k8s.io", "Lease") => rt::<coordination::Lease>(v),
+        ("discovery.k8s.io", "EndpointSlice") => rt::<discovery::EndpointSlice>(v),
+        ("events.k8s.io", "Event") => rt::<events::Event>(v),
+        ("autoscaling", "HorizontalPodAutoscaler") => rt::<autoscaling::HorizontalPodAutoscaler>(v),
+        ("policy", "PodDisruptionBudget") => rt::<policy::PodDisruptionBudget>(v),
+        ("networking.k8s.io", "Ingress") => rt::<networking::Ingress>(v),
+        ("networking.k8s.io", "NetworkPolicy") => rt::<networking::NetworkPolicy>(v),
+        ("rbac.authorization.k8s.io", "Role") => rt::<rbac::Role>(v),
+        ("rbac.authorization.k8s.io", "RoleBinding") => rt::<rbac::RoleBinding>(v),
+        ("rbac.authorization.k8s.io", "ClusterRole") => rt::<rbac::ClusterRole>(v),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => rt::<rbac::ClusterRoleBinding>(v),
+        ("storage.k8s.io", "StorageClass") => rt::<storage::StorageClass>(v),
+        ("scheduling.k8s.io", "PriorityClass") => rt::<scheduling::PriorityClass>(v),
+        _ => None,
+    }
+}
+
+/// Paths (upstream style: `spec.containers[0].foo`) present in `input` but not in the typed
+/// round-trip `typed`. Explicit nulls are not reported.
+pub fn unknown_fields(input: &Value, typed: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(input, typed, "", &mut out);
+    out
+}
+
+fn walk(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, v) in i {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match t.get(k) {
+                    Some(tv) => walk(v, tv, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (iv, tv)) in i.iter().zip(t.iter()).enumerate() {
+                walk(iv, tv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_unknown_fields_at_any_depth() {
+        let input = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "bogus": 1},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "replicaz": 2,
+                     "template": {"metadata": {"labels": {"a": "b"}},
+                                  "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}}},
+            "status": null
+        });
+        let typed = roundtrip("apps", "Deployment", &input).unwrap_or_default();
+        assert_eq!(
+            unknown_fields(&input, &typed),
+            vec!["metadata.bogus", "spec.replicaz", "spec.template.spec.containers[0].imagePullPolicyy"]
+        );
+    }
+
+    #[test]
+    fn known_objects_have_none() {
+        let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "v"}});
+        let typed = roundtrip("", "ConfigMap", &input).unwrap_or_default();
+        assert!(unknown_fields(&input, &typed).is_empty());
+        assert!(roundtrip("example.com", "Widget", &input).is_none());
+    }
+}
