@@ -78,7 +78,9 @@ pub fn default_data_dir() -> PathBuf {
     if is_root {
         PathBuf::from("/var/lib/minik8s")
     } else {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         home.join(".minik8s")
     }
 }

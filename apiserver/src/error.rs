@@ -15,15 +15,27 @@ pub enum Error {
     AlreadyExists { resource: String, name: String },
     /// `Operation cannot be fulfilled on pods "x": <message>`.
     #[error("Operation cannot be fulfilled on {resource} {name:?}: {message}")]
-    Conflict { resource: String, name: String, message: String },
+    Conflict {
+        resource: String,
+        name: String,
+        message: String,
+    },
     /// `Pod "x" is invalid: ...`. `kind` is qualified (`Deployment.apps`).
     #[error("{kind} {name:?} is invalid")]
-    Invalid { kind: String, name: String, errors: FieldErrors },
+    Invalid {
+        kind: String,
+        name: String,
+        errors: FieldErrors,
+    },
     #[error("{0}")]
     BadRequest(String),
     /// `pods "x" is forbidden: <message>`; `name` may be empty.
     #[error("forbidden: {message}")]
-    Forbidden { resource: String, name: String, message: String },
+    Forbidden {
+        resource: String,
+        name: String,
+        message: String,
+    },
     #[error("Unauthorized")]
     Unauthorized,
     #[error("the server does not allow this method on the requested resource")]
@@ -108,8 +120,14 @@ impl Error {
     pub fn message(&self) -> String {
         match self {
             Error::NotFound { resource, name } => format!("{resource} \"{name}\" not found"),
-            Error::AlreadyExists { resource, name } => format!("{resource} \"{name}\" already exists"),
-            Error::Conflict { resource, name, message } => {
+            Error::AlreadyExists { resource, name } => {
+                format!("{resource} \"{name}\" already exists")
+            }
+            Error::Conflict {
+                resource,
+                name,
+                message,
+            } => {
                 format!("Operation cannot be fulfilled on {resource} \"{name}\": {message}")
             }
             Error::Invalid { kind, name, errors } => {
@@ -120,7 +138,11 @@ impl Error {
                     format!("{kind} \"{name}\" is invalid: [{}]", list.join(", "))
                 }
             }
-            Error::Forbidden { resource, name, message } => {
+            Error::Forbidden {
+                resource,
+                name,
+                message,
+            } => {
                 if name.is_empty() {
                     format!("{resource} is forbidden: {message}")
                 } else {

@@ -14,8 +14,12 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.is_object() {
         *obj = Value::Object(Map::new());
     }
-    let Value::Object(o) = obj else { unreachable!("just made an object") };
-    let m = o.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(o) = obj else {
+        unreachable!("just made an object")
+    };
+    let m = o
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !m.is_object() {
         *m = Value::Object(Map::new());
     }
@@ -27,7 +31,10 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 /// A string field of metadata, or "".
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    meta(obj).and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    meta(obj)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// Finds the byte offset just after the `{` that opens the top-level `"metadata"` object.
@@ -132,8 +139,14 @@ mod tests {
     #[test]
     fn injects_resource_version_into_top_level_metadata() {
         let cases: &[(&str, &str)] = &[
-            (r#"{"kind":"X","metadata":{"name":"a"}}"#, r#"{"kind":"X","metadata":{"resourceVersion":"7","name":"a"}}"#),
-            (r#"{"metadata":{}}"#, r#"{"metadata":{"resourceVersion":"7"}}"#),
+            (
+                r#"{"kind":"X","metadata":{"name":"a"}}"#,
+                r#"{"kind":"X","metadata":{"resourceVersion":"7","name":"a"}}"#,
+            ),
+            (
+                r#"{"metadata":{}}"#,
+                r#"{"metadata":{"resourceVersion":"7"}}"#,
+            ),
             (
                 r#"{"data":{"metadata":"{\"metadata\":{"},"x":[{"metadata":{}}],"metadata":{"n":1}}"#,
                 r#"{"data":{"metadata":"{\"metadata\":{"},"x":[{"metadata":{}}],"metadata":{"resourceVersion":"7","n":1}}"#,

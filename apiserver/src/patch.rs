@@ -38,14 +38,23 @@ fn split_pointer(path: &str) -> Result<Vec<String>, String> {
     Ok(path[1..].split('/').map(unescape).collect())
 }
 
-fn parent_mut<'a>(doc: &'a mut Value, toks: &[String], path: &str) -> Result<&'a mut Value, String> {
+fn parent_mut<'a>(
+    doc: &'a mut Value,
+    toks: &[String],
+    path: &str,
+) -> Result<&'a mut Value, String> {
     let mut cur = doc;
     for t in toks {
         cur = match cur {
-            Value::Object(m) => m.get_mut(t).ok_or_else(|| format!("doc is missing path: {path:?}"))?,
+            Value::Object(m) => m
+                .get_mut(t)
+                .ok_or_else(|| format!("doc is missing path: {path:?}"))?,
             Value::Array(a) => {
-                let i: usize = t.parse().map_err(|_| format!("invalid array index {t:?} in {path:?}"))?;
-                a.get_mut(i).ok_or_else(|| format!("doc is missing path: {path:?}"))?
+                let i: usize = t
+                    .parse()
+                    .map_err(|_| format!("invalid array index {t:?} in {path:?}"))?;
+                a.get_mut(i)
+                    .ok_or_else(|| format!("doc is missing path: {path:?}"))?
             }
             _ => return Err(format!("doc is missing path: {path:?}")),
         };
@@ -83,9 +92,13 @@ fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
                 a.push(value);
                 return Ok(());
             }
-            let i: usize = last.parse().map_err(|_| format!("invalid array index {last:?} in {path:?}"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("invalid array index {last:?} in {path:?}"))?;
             if i > a.len() {
-                return Err(format!("unable to add at index {i}: out of bounds in {path:?}"));
+                return Err(format!(
+                    "unable to add at index {i}: out of bounds in {path:?}"
+                ));
             }
             a.insert(i, value);
             Ok(())
@@ -100,11 +113,17 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
         return Err("cannot remove the whole document".into());
     };
     match parent_mut(doc, parent, path)? {
-        Value::Object(m) => m.remove(last).ok_or_else(|| format!("unable to remove nonexistent key: {last}: missing value")),
+        Value::Object(m) => m
+            .remove(last)
+            .ok_or_else(|| format!("unable to remove nonexistent key: {last}: missing value")),
         Value::Array(a) => {
-            let i: usize = last.parse().map_err(|_| format!("invalid array index {last:?} in {path:?}"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("invalid array index {last:?} in {path:?}"))?;
             if i >= a.len() {
-                return Err(format!("unable to remove at index {i}: out of bounds in {path:?}"));
+                return Err(format!(
+                    "unable to remove at index {i}: out of bounds in {path:?}"
+                ));
             }
             Ok(a.remove(i))
         }
@@ -114,12 +133,28 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 
 /// Applies a JSON patch (a list of operations) to `doc`.
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch.as_array().ok_or("a JSON patch must be a list of operations")?;
+    let ops = patch
+        .as_array()
+        .ok_or("a JSON patch must be a list of operations")?;
     for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("operation is missing \"op\"")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("operation is missing \"path\"")?;
-        let value = || op.get("value").cloned().ok_or_else(|| format!("{kind} operation is missing \"value\""));
-        let from = || op.get("from").and_then(Value::as_str).ok_or_else(|| format!("{kind} operation is missing \"from\""));
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("operation is missing \"op\"")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("operation is missing \"path\"")?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("{kind} operation is missing \"value\""))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{kind} operation is missing \"from\""))
+        };
         match kind {
             "add" => add(doc, path, value()?)?,
             "remove" => {
@@ -161,7 +196,11 @@ mod tests {
     #[test]
     fn merge_patch_cases() {
         let cases = [
-            (json!({"a": 1, "b": {"c": 2}}), json!({"b": {"c": null, "d": 3}}), json!({"a": 1, "b": {"d": 3}})),
+            (
+                json!({"a": 1, "b": {"c": 2}}),
+                json!({"b": {"c": null, "d": 3}}),
+                json!({"a": 1, "b": {"d": 3}}),
+            ),
             (json!({"a": [1, 2]}), json!({"a": [3]}), json!({"a": [3]})),
             (json!({"a": 1}), json!({"a": null}), json!({})),
             (json!("x"), json!({"a": 1}), json!({"a": 1})),
@@ -185,8 +224,15 @@ mod tests {
             {"op": "move", "from": "/copied", "path": "/moved"},
         ]);
         json_patch(&mut doc, &p).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(doc, json!({"metadata": {"labels": {"a": "x", "b/c": "2"}}, "list": [2, 3], "moved": 2}));
-        assert!(json_patch(&mut doc, &json!([{"op": "test", "path": "/moved", "value": 9}])).is_err());
+        assert_eq!(
+            doc,
+            json!({"metadata": {"labels": {"a": "x", "b/c": "2"}}, "list": [2, 3], "moved": 2})
+        );
+        assert!(json_patch(
+            &mut doc,
+            &json!([{"op": "test", "path": "/moved", "value": 9}])
+        )
+        .is_err());
         assert!(json_patch(&mut doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
         assert!(json_patch(&mut doc, &json!({"op": "add"})).is_err());
     }

@@ -50,7 +50,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         Pki::load_or_create(&data_dir, &cfg.tls_san)
             .with_context(|| format!("cannot set up certificates in {}", data_dir.display()))?,
     );
-    let tls = pki.server_config().context("cannot build TLS configuration")?;
+    let tls = pki
+        .server_config()
+        .context("cannot build TLS configuration")?;
 
     let backend = open_backend(&data_dir, &cfg.datastore_endpoint).await?;
 
@@ -63,7 +65,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .context("timed out loading the watch cache from the datastore")?;
 
     let registry = Arc::new(Registry::new(resources, backend.clone(), caches.clone())?);
-    registry.bootstrap().await.context("cannot create the system namespaces")?;
+    registry
+        .bootstrap()
+        .await
+        .context("cannot create the system namespaces")?;
     let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
     let compactor = spawn_compactor(
         backend.clone(),
@@ -81,7 +86,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         }
     })?;
     let addr = listener.local_addr()?;
-    let host: IpAddr = if cfg.bind_address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { cfg.bind_address };
+    let host: IpAddr = if cfg.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        cfg.bind_address
+    };
     let url = format!("https://{}", SocketAddr::new(host, addr.port()));
     let kubeconfig = data_dir.join("kubeconfig.yaml");
     pki.write_kubeconfig(&kubeconfig, &url)
@@ -89,9 +98,21 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
 
     let state = Arc::new(ApiState::new(registry, url.clone(), shutdown.clone()));
     let acceptor = TlsAcceptor::from(tls);
-    let task = tokio::spawn(serve(listener, acceptor, state, shutdown.clone(), vec![feeder, finalizer, compactor]));
+    let task = tokio::spawn(serve(
+        listener,
+        acceptor,
+        state,
+        shutdown.clone(),
+        vec![feeder, finalizer, compactor],
+    ));
     tracing::info!(%addr, "API server listening");
-    Ok(Server { addr, kubeconfig, url, pki, task })
+    Ok(Server {
+        addr,
+        kubeconfig,
+        url,
+        pki,
+        task,
+    })
 }
 
 async fn serve(
@@ -119,14 +140,15 @@ async fn serve(
         let state = state.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let user = tls
                 .get_ref()
                 .1
@@ -137,7 +159,9 @@ async fn serve(
             let svc = service_fn(move |req| {
                 let state = state.clone();
                 let user = user.clone();
-                async move { Ok::<_, std::convert::Infallible>(handlers::handle(state, req, user).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(handlers::handle(state, req, user).await)
+                }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(1000);
@@ -150,7 +174,10 @@ async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish in time");
     }
     for t in background {
@@ -164,13 +191,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     start(cfg, shutdown).await?.wait().await
 }
 
-async fn open_backend(data_dir: &std::path::Path, endpoints: &[String]) -> anyhow::Result<Arc<dyn storage::Backend>> {
+async fn open_backend(
+    data_dir: &std::path::Path,
+    endpoints: &[String],
+) -> anyhow::Result<Arc<dyn storage::Backend>> {
     if !endpoints.is_empty() {
         anyhow::bail!("etcd not wired yet");
     }
     let dir = data_dir.join("db");
     std::fs::create_dir_all(&dir)?;
-    Ok(Arc::new(storage::sqlite::SqliteBackend::open(&dir.join("state.db"))?))
+    Ok(Arc::new(storage::sqlite::SqliteBackend::open(
+        &dir.join("state.db"),
+    )?))
 }
 
 fn spawn_compactor(

@@ -6,9 +6,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 
 fn rt<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Value> {
@@ -71,7 +72,11 @@ fn walk(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
     match (input, typed) {
         (Value::Object(i), Value::Object(t)) => {
             for (k, v) in i {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match t.get(k) {
                     Some(tv) => walk(v, tv, &p, out),
                     None if v.is_null() => {}
@@ -106,7 +111,11 @@ mod tests {
         let typed = roundtrip("apps", "Deployment", &input).unwrap_or_default();
         assert_eq!(
             unknown_fields(&input, &typed),
-            vec!["metadata.bogus", "spec.replicaz", "spec.template.spec.containers[0].imagePullPolicyy"]
+            vec![
+                "metadata.bogus",
+                "spec.replicaz",
+                "spec.template.spec.containers[0].imagePullPolicyy"
+            ]
         );
     }
 

@@ -102,7 +102,11 @@ impl Filter {
             return self.fields.matches(|f| match f {
                 "metadata.name" => Some(o.name.clone()),
                 "metadata.namespace" => Some(o.namespace.clone()),
-                other => o.fields.iter().find(|(k, _)| *k == other).map(|(_, v)| v.clone()),
+                other => o
+                    .fields
+                    .iter()
+                    .find(|(k, _)| *k == other)
+                    .map(|(_, v)| v.clone()),
             });
         }
         true
@@ -186,7 +190,8 @@ impl WatchCache {
         let strategy = &self.info.strategy;
         let (value, bytes) = if strategy.has_conversion() {
             let mut v = strategy.from_storage(value);
-            object::meta_mut(&mut v).insert("resourceVersion".into(), Value::String(rev.to_string()));
+            object::meta_mut(&mut v)
+                .insert("resourceVersion".into(), Value::String(rev.to_string()));
             let b = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
             (v, b)
         } else {
@@ -263,7 +268,11 @@ impl WatchCache {
                 let prev = inner.objects.insert(kv.key.clone(), o.clone());
                 CacheEvent {
                     revision: rev,
-                    kind: if prev.is_some() { EventType::Modified } else { EventType::Added },
+                    kind: if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
                     obj: o,
                     prev,
                     at: now,
@@ -287,10 +296,9 @@ impl WatchCache {
         inner.revision = inner.revision.max(rev);
         inner.history.push_back(event.clone());
         while inner.history.len() > HISTORY_MAX_EVENTS
-            || inner
-                .history
-                .front()
-                .is_some_and(|e| now.duration_since(e.at) > HISTORY_MIN_AGE && inner.history.len() > 100)
+            || inner.history.front().is_some_and(|e| {
+                now.duration_since(e.at) > HISTORY_MIN_AGE && inner.history.len() > 100
+            })
         {
             if let Some(e) = inner.history.pop_front() {
                 inner.history_start = e.revision;
@@ -319,13 +327,22 @@ impl WatchCache {
 
     /// Objects matching `filter` with key > `start_after`, at most `limit` (0 = all).
     /// Returns the objects, the cache revision, and whether more matched.
-    pub fn list(&self, filter: &Filter, start_after: &str, limit: usize) -> (Vec<Arc<CachedObject>>, i64, bool) {
+    pub fn list(
+        &self,
+        filter: &Filter,
+        start_after: &str,
+        limit: usize,
+    ) -> (Vec<Arc<CachedObject>>, i64, bool) {
         let inner = self.inner.read();
         let scope = match &filter.namespace {
             Some(ns) if self.info.namespaced => format!("{}{}/", self.prefix, ns),
             _ => self.prefix.clone(),
         };
-        let start = if start_after.is_empty() { scope.clone() } else { start_after.to_string() };
+        let start = if start_after.is_empty() {
+            scope.clone()
+        } else {
+            start_after.to_string()
+        };
         let mut out = Vec::new();
         let mut more = false;
         for (k, o) in inner.objects.range(start..) {
@@ -373,10 +390,16 @@ impl WatchCache {
             }
             Some(n) => {
                 if n > inner.revision {
-                    return Err(CacheError::TooLarge { requested: n, current: inner.revision });
+                    return Err(CacheError::TooLarge {
+                        requested: n,
+                        current: inner.revision,
+                    });
                 }
                 if n < inner.history_start {
-                    return Err(CacheError::TooOld { requested: n, oldest: inner.history_start });
+                    return Err(CacheError::TooOld {
+                        requested: n,
+                        oldest: inner.history_start,
+                    });
                 }
                 let idx = inner.history.partition_point(|e| e.revision <= n);
                 for e in inner.history.iter().skip(idx) {
@@ -386,7 +409,11 @@ impl WatchCache {
                 }
             }
         }
-        Ok(WatchStart { initial, revision: inner.revision, rx })
+        Ok(WatchStart {
+            initial,
+            revision: inner.revision,
+            rx,
+        })
     }
 }
 
@@ -425,17 +452,28 @@ impl Caches {
         let mut by_prefix: HashMap<String, Vec<Arc<WatchCache>>> = HashMap::new();
         for r in resources {
             let c = Arc::new(WatchCache::new(r.clone()));
-            by_prefix.entry(c.prefix.clone()).or_default().push(c.clone());
+            by_prefix
+                .entry(c.prefix.clone())
+                .or_default()
+                .push(c.clone());
             by_resource.insert((r.group.to_string(), r.plural.to_string()), c);
         }
         let (seen_tx, seen_rx) = watch::channel(0);
         let (ready_tx, ready) = watch::channel(false);
-        Arc::new(Caches { by_resource, by_prefix, seen_tx, seen_rx, ready, ready_tx })
+        Arc::new(Caches {
+            by_resource,
+            by_prefix,
+            seen_tx,
+            seen_rx,
+            ready,
+            ready_tx,
+        })
     }
 
     /// The cache of a resource.
     pub fn get(&self, group: &str, plural: &str) -> Option<&Arc<WatchCache>> {
-        self.by_resource.get(&(group.to_string(), plural.to_string()))
+        self.by_resource
+            .get(&(group.to_string(), plural.to_string()))
     }
 
     /// Whether the initial load has finished.
@@ -454,7 +492,10 @@ impl Caches {
             return true;
         }
         let mut rx = self.seen_rx.clone();
-        let ok = matches!(tokio::time::timeout(timeout, rx.wait_for(|s| *s >= rev)).await, Ok(Ok(_)));
+        let ok = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|s| *s >= rev)).await,
+            Ok(Ok(_))
+        );
         ok
     }
 
@@ -500,7 +541,8 @@ impl Caches {
                 break;
             }
         }
-        let mut grouped: HashMap<*const WatchCache, (Arc<WatchCache>, Vec<&KeyValue>)> = HashMap::new();
+        let mut grouped: HashMap<*const WatchCache, (Arc<WatchCache>, Vec<&KeyValue>)> =
+            HashMap::new();
         for caches in self.by_prefix.values() {
             for c in caches {
                 grouped.insert(Arc::as_ptr(c), (c.clone(), Vec::new()));

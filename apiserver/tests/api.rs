@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -103,21 +105,47 @@ where
 async fn crud_and_conflicts(s: &TestServer) -> Result<()> {
     s.namespace("crud").await?;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "crud");
-    let created = api.create(&PostParams::default(), &cm("a", json!({"app": "x"}), json!({"k": "v"}))).await?;
+    let created = api
+        .create(
+            &PostParams::default(),
+            &cm("a", json!({"app": "x"}), json!({"k": "v"})),
+        )
+        .await?;
     let meta = &created.metadata;
-    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some());
+    assert!(
+        meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some()
+    );
     let got = api.get("a").await?;
-    assert_eq!(got.data.as_ref().and_then(|d| d.get("k")).map(String::as_str), Some("v"));
+    assert_eq!(
+        got.data
+            .as_ref()
+            .and_then(|d| d.get("k"))
+            .map(String::as_str),
+        Some("v")
+    );
 
-    let (code, reason, msg) = api_err(api.create(&PostParams::default(), &cm("a", json!({}), json!({}))).await.err().context("dup create")?);
-    assert_eq!((code, reason.as_str(), msg.as_str()), (409, "AlreadyExists", "configmaps \"a\" already exists"));
+    let (code, reason, msg) = api_err(
+        api.create(&PostParams::default(), &cm("a", json!({}), json!({})))
+            .await
+            .err()
+            .context("dup create")?,
+    );
+    assert_eq!(
+        (code, reason.as_str(), msg.as_str()),
+        (409, "AlreadyExists", "configmaps \"a\" already exists")
+    );
 
     let mut stale = got.clone();
     let mut fresh = got.clone();
     fresh.data = Some([("k".to_string(), "v2".to_string())].into());
     api.replace("a", &PostParams::default(), &fresh).await?;
     stale.data = Some([("k".to_string(), "v3".to_string())].into());
-    let (code, reason, msg) = api_err(api.replace("a", &PostParams::default(), &stale).await.err().context("stale update")?);
+    let (code, reason, msg) = api_err(
+        api.replace("a", &PostParams::default(), &stale)
+            .await
+            .err()
+            .context("stale update")?,
+    );
     assert_eq!(code, 409);
     assert_eq!(reason, "Conflict");
     assert_eq!(
@@ -128,24 +156,56 @@ async fn crud_and_conflicts(s: &TestServer) -> Result<()> {
     // generateName
     let gen: ConfigMap = serde_json::from_value(json!({"metadata": {"generateName": "gen-"}}))?;
     let g = api.create(&PostParams::default(), &gen).await?;
-    assert!(g.metadata.name.as_deref().is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
+    assert!(g
+        .metadata
+        .name
+        .as_deref()
+        .is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
 
     // dry run writes nothing
-    let dry = PostParams { dry_run: true, ..Default::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     api.create(&dry, &cm("dry", json!({}), json!({}))).await?;
-    assert_eq!(api_err(api.get("dry").await.err().context("dry run stored")?).0, 404);
+    assert_eq!(
+        api_err(api.get("dry").await.err().context("dry run stored")?).0,
+        404
+    );
 
     // merge patch and json patch
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"p": "1"}}}))).await?;
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"p": "1"}}})),
+    )
+    .await?;
     let req = http::Request::patch("/api/v1/namespaces/crud/configmaps/a")
         .header("content-type", "application/json-patch+json")
-        .body(serde_json::to_vec(&json!([{"op": "add", "path": "/data/j", "value": "y"}]))?)?;
+        .body(serde_json::to_vec(
+            &json!([{"op": "add", "path": "/data/j", "value": "y"}]),
+        )?)?;
     let patched: ConfigMap = s.client.request(req).await?;
     assert_eq!(patched.labels().get("p").map(String::as_str), Some("1"));
-    assert_eq!(patched.data.as_ref().and_then(|d| d.get("j")).map(String::as_str), Some("y"));
+    assert_eq!(
+        patched
+            .data
+            .as_ref()
+            .and_then(|d| d.get("j"))
+            .map(String::as_str),
+        Some("y")
+    );
 
     // invalid name
-    let (code, reason, msg) = api_err(api.create(&PostParams::default(), &cm("Bad_Name", json!({}), json!({}))).await.err().context("bad name")?);
+    let (code, reason, msg) = api_err(
+        api.create(
+            &PostParams::default(),
+            &cm("Bad_Name", json!({}), json!({})),
+        )
+        .await
+        .err()
+        .context("bad name")?,
+    );
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
     assert!(msg.starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{msg}");
 
@@ -161,20 +221,39 @@ async fn selectors_and_pages(s: &TestServer) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "sel");
     for i in 0..25 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
-        api.create(&PostParams::default(), &cm(&format!("cm-{i:02}"), json!({"tier": tier, "n": i.to_string()}), json!({}))).await?;
+        api.create(
+            &PostParams::default(),
+            &cm(
+                &format!("cm-{i:02}"),
+                json!({"tier": tier, "n": i.to_string()}),
+                json!({}),
+            ),
+        )
+        .await?;
     }
     let even = api.list(&ListParams::default().labels("tier=even")).await?;
     assert_eq!(even.items.len(), 13);
-    let set = api.list(&ListParams::default().labels("tier in (odd),n notin (1,3)")).await?;
+    let set = api
+        .list(&ListParams::default().labels("tier in (odd),n notin (1,3)"))
+        .await?;
     assert_eq!(set.items.len(), 10);
     let exists = api.list(&ListParams::default().labels("!tier")).await?;
     assert_eq!(exists.items.len(), 0);
-    let by_name = api.list(&ListParams::default().fields("metadata.name=cm-07")).await?;
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=cm-07"))
+        .await?;
     assert_eq!(by_name.items.len(), 1);
-    let bad = api.list(&ListParams::default().fields("spec.nope=1")).await.err().context("bad field")?;
+    let bad = api
+        .list(&ListParams::default().fields("spec.nope=1"))
+        .await
+        .err()
+        .context("bad field")?;
     let (code, _, msg) = api_err(bad);
     assert_eq!(code, 400);
-    assert!(msg.contains("field label not supported: spec.nope"), "{msg}");
+    assert!(
+        msg.contains("field label not supported: spec.nope"),
+        "{msg}"
+    );
 
     let mut names = Vec::new();
     let mut lp = ListParams::default().limit(10);
@@ -200,10 +279,18 @@ async fn selectors_and_pages(s: &TestServer) -> Result<()> {
 async fn watch_resume(s: &TestServer) -> Result<()> {
     s.namespace("watch").await?;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "watch");
-    let first = api.create(&PostParams::default(), &cm("w1", json!({}), json!({}))).await?;
+    let first = api
+        .create(&PostParams::default(), &cm("w1", json!({}), json!({})))
+        .await?;
     let rv = first.metadata.resource_version.clone().unwrap_or_default();
-    api.create(&PostParams::default(), &cm("w2", json!({}), json!({}))).await?;
-    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "1"}}))).await?;
+    api.create(&PostParams::default(), &cm("w2", json!({}), json!({})))
+        .await?;
+    api.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"x": "1"}})),
+    )
+    .await?;
     api.delete("w2", &DeleteParams::default()).await?;
     // Resume from the first create: exactly the later events, in order.
     let wp = WatchParams::default().timeout(10);
@@ -211,11 +298,19 @@ async fn watch_resume(s: &TestServer) -> Result<()> {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while seen.len() < 3 {
-        let ev = tokio::time::timeout_at(deadline, stream.try_next()).await.context("watch events")??;
+        let ev = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .context("watch events")??;
         match ev {
-            Some(WatchEvent::Added(c)) => seen.push(format!("ADDED {}", c.metadata.name.unwrap_or_default())),
-            Some(WatchEvent::Modified(c)) => seen.push(format!("MODIFIED {}", c.metadata.name.unwrap_or_default())),
-            Some(WatchEvent::Deleted(c)) => seen.push(format!("DELETED {}", c.metadata.name.unwrap_or_default())),
+            Some(WatchEvent::Added(c)) => {
+                seen.push(format!("ADDED {}", c.metadata.name.unwrap_or_default()))
+            }
+            Some(WatchEvent::Modified(c)) => {
+                seen.push(format!("MODIFIED {}", c.metadata.name.unwrap_or_default()))
+            }
+            Some(WatchEvent::Deleted(c)) => {
+                seen.push(format!("DELETED {}", c.metadata.name.unwrap_or_default()))
+            }
             Some(WatchEvent::Bookmark(_)) => {}
             Some(WatchEvent::Error(e)) => anyhow::bail!("watch error {e:?}"),
             None => break,
@@ -224,14 +319,32 @@ async fn watch_resume(s: &TestServer) -> Result<()> {
     assert_eq!(seen, vec!["ADDED w2", "MODIFIED w1", "DELETED w2"]);
 
     // A live watch with a label selector sees an object entering and leaving it.
-    let cur = api.list(&ListParams::default()).await?.metadata.resource_version.unwrap_or_default();
+    let cur = api
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     let wp = WatchParams::default().labels("sel=yes").timeout(10);
     let mut stream = api.watch(&wp, &cur).await?.boxed();
-    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"sel": "yes"}}}))).await?;
-    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"sel": "no"}}}))).await?;
+    api.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"sel": "yes"}}})),
+    )
+    .await?;
+    api.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"sel": "no"}}})),
+    )
+    .await?;
     let mut types = Vec::new();
     while types.len() < 2 {
-        match tokio::time::timeout_at(deadline + Duration::from_secs(5), stream.try_next()).await.context("selector watch")?? {
+        match tokio::time::timeout_at(deadline + Duration::from_secs(5), stream.try_next())
+            .await
+            .context("selector watch")??
+        {
             Some(WatchEvent::Added(_)) => types.push("ADDED"),
             Some(WatchEvent::Deleted(_)) => types.push("DELETED"),
             Some(WatchEvent::Modified(_)) => types.push("MODIFIED"),
@@ -246,25 +359,45 @@ async fn watch_resume(s: &TestServer) -> Result<()> {
 async fn namespaces_and_subresources(s: &TestServer) -> Result<()> {
     let nsapi: Api<Namespace> = Api::all(s.client.clone());
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        nsapi.get(n).await.with_context(|| format!("namespace {n}"))?;
+        nsapi
+            .get(n)
+            .await
+            .with_context(|| format!("namespace {n}"))?;
     }
     let missing: Api<ConfigMap> = Api::namespaced(s.client.clone(), "missing");
-    let (code, _, msg) = api_err(missing.create(&PostParams::default(), &cm("x", json!({}), json!({}))).await.err().context("missing ns")?);
-    assert_eq!((code, msg.as_str()), (404, "namespaces \"missing\" not found"));
+    let (code, _, msg) = api_err(
+        missing
+            .create(&PostParams::default(), &cm("x", json!({}), json!({})))
+            .await
+            .err()
+            .context("missing ns")?,
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (404, "namespaces \"missing\" not found")
+    );
 
     s.namespace("doomed").await?;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "doomed");
-    api.create(&PostParams::default(), &cm("c1", json!({}), json!({}))).await?;
+    api.create(&PostParams::default(), &cm("c1", json!({}), json!({})))
+        .await?;
     nsapi.delete("doomed", &DeleteParams::default()).await?;
     let ns = nsapi.get("doomed").await;
     if let Ok(ns) = ns {
         assert!(ns.metadata.deletion_timestamp.is_some());
     }
-    wait_for("namespace doomed to go", Duration::from_secs(20), || async {
-        matches!(nsapi.get("doomed").await, Err(kube::Error::Api(ref e)) if e.code == 404)
-    })
+    wait_for(
+        "namespace doomed to go",
+        Duration::from_secs(20),
+        || async {
+            matches!(nsapi.get("doomed").await, Err(kube::Error::Api(ref e)) if e.code == 404)
+        },
+    )
     .await?;
-    assert_eq!(api_err(api.get("c1").await.err().context("content gone")?).0, 404);
+    assert_eq!(
+        api_err(api.get("c1").await.err().context("content gone")?).0,
+        404
+    );
 
     // Status subresource: the main resource keeps status, /status keeps spec.
     s.namespace("sub").await?;
@@ -275,14 +408,33 @@ async fn namespaces_and_subresources(s: &TestServer) -> Result<()> {
         "status": {"phase": "Running"}
     }))?;
     let created = pods.create(&PostParams::default(), &pod).await?;
-    assert_eq!(created.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Pending"));
-    pods.patch_status("p", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running"}, "spec": {"nodeName": "n1"}}))).await?;
+    assert_eq!(
+        created.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    pods.patch_status(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}, "spec": {"nodeName": "n1"}})),
+    )
+    .await?;
     let p = pods.get("p").await?;
-    assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
     assert_eq!(p.spec.as_ref().and_then(|s| s.node_name.as_deref()), None);
-    pods.patch("p", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Failed"}}))).await?;
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+    )
+    .await?;
     let p = pods.get("p").await?;
-    assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
 
     // Scale subresource.
     let deploys: Api<Deployment> = Api::namespaced(s.client.clone(), "sub");
@@ -296,7 +448,13 @@ async fn namespaces_and_subresources(s: &TestServer) -> Result<()> {
     assert_eq!(d.metadata.generation, Some(1));
     let scale = deploys.get_scale("web").await?;
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
-    deploys.patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await?;
+    deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await?;
     let d = deploys.get("web").await?;
     assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(3));
     assert_eq!(d.metadata.generation, Some(2));
@@ -305,7 +463,13 @@ async fn namespaces_and_subresources(s: &TestServer) -> Result<()> {
         "spec": {"selector": {"matchLabels": {"app": "x"}},
                  "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
     }))?;
-    let (code, reason, _) = api_err(deploys.create(&PostParams::default(), &bad).await.err().context("bad selector")?);
+    let (code, reason, _) = api_err(
+        deploys
+            .create(&PostParams::default(), &bad)
+            .await
+            .err()
+            .context("bad selector")?,
+    );
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
     Ok(())
 }
@@ -315,13 +479,23 @@ async fn raw_http_errors(s: &TestServer) -> Result<()> {
     let req = http::Request::post("/api/v1/namespaces/default/configmaps")
         .header("content-type", "application/json")
         .body(b"{not json".to_vec())?;
-    let err = s.client.request_text(req).await.err().context("malformed")?;
+    let err = s
+        .client
+        .request_text(req)
+        .await
+        .err()
+        .context("malformed")?;
     assert_eq!(api_err(err).0, 400);
     let big = json!({"metadata": {"name": "big"}, "data": {"x": "a".repeat(4 * 1024 * 1024)}});
     let req = http::Request::post("/api/v1/namespaces/default/configmaps")
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&big)?)?;
-    let err = s.client.request_text(req).await.err().context("oversized")?;
+    let err = s
+        .client
+        .request_text(req)
+        .await
+        .err()
+        .context("oversized")?;
     assert_eq!(api_err(err).0, 413);
     // No credentials: 401 over plain reqwest-less TLS is covered by the e2e script;
     // here: /version answers v1.33.
@@ -360,10 +534,20 @@ async fn restart_keeps_state_and_old_watch_is_expired() -> Result<()> {
     let s = TestServer::start_in(dir.path(), None).await?;
     s.namespace("keep").await?;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "keep");
-    let c = api.create(&PostParams::default(), &cm("kept", json!({}), json!({"a": "b"}))).await?;
+    let c = api
+        .create(
+            &PostParams::default(),
+            &cm("kept", json!({}), json!({"a": "b"})),
+        )
+        .await?;
     let old_rv = c.metadata.resource_version.clone().unwrap_or_default();
     for i in 0..20 {
-        api.patch("kept", &PatchParams::default(), &Patch::Merge(json!({"data": {"i": i.to_string()}}))).await?;
+        api.patch(
+            "kept",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await?;
     }
     let first_page = api.list(&ListParams::default().limit(1)).await;
     s.stop().await?;
@@ -371,9 +555,18 @@ async fn restart_keeps_state_and_old_watch_is_expired() -> Result<()> {
     let s = TestServer::start_in(dir.path(), None).await?;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "keep");
     let got = api.get("kept").await?;
-    assert_eq!(got.data.as_ref().and_then(|d| d.get("i")).map(String::as_str), Some("19"));
+    assert_eq!(
+        got.data
+            .as_ref()
+            .and_then(|d| d.get("i"))
+            .map(String::as_str),
+        Some("19")
+    );
     // A watch from before the restart is older than the cache: 410 Expired as an ERROR event.
-    let mut stream = api.watch(&WatchParams::default().timeout(5), &old_rv).await?.boxed();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &old_rv)
+        .await?
+        .boxed();
     match tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await?? {
         Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => anyhow::bail!("expected a 410 ERROR event, got {other:?}"),
@@ -388,22 +581,35 @@ async fn continue_token_after_compaction_is_expired() -> Result<()> {
     s.namespace("cmp").await?;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "cmp");
     for i in 0..5 {
-        api.create(&PostParams::default(), &cm(&format!("c{i}"), json!({}), json!({}))).await?;
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("c{i}"), json!({}), json!({})),
+        )
+        .await?;
     }
     let page = api.list(&ListParams::default().limit(2)).await?;
     let token = page.metadata.continue_.clone().context("continue token")?;
     // Enough writes that the compactor (1 s, keep 5 revisions) drops the page's revision.
     for i in 0..20 {
-        api.patch("c0", &PatchParams::default(), &Patch::Merge(json!({"data": {"i": i.to_string()}}))).await?;
+        api.patch(
+            "c0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await?;
     }
-    wait_for("compaction to expire the continue token", Duration::from_secs(20), || {
-        let api = api.clone();
-        let token = token.clone();
-        async move {
-            matches!(api.list(&ListParams::default().limit(2).continue_token(&token)).await,
+    wait_for(
+        "compaction to expire the continue token",
+        Duration::from_secs(20),
+        || {
+            let api = api.clone();
+            let token = token.clone();
+            async move {
+                matches!(api.list(&ListParams::default().limit(2).continue_token(&token)).await,
                 Err(kube::Error::Api(ref e)) if e.code == 410 && e.reason == "Expired")
-        }
-    })
+            }
+        },
+    )
     .await?;
     s.stop().await
 }
@@ -417,7 +623,12 @@ async fn unauthenticated_requests_get_401() -> Result<()> {
     conf.auth_info = Default::default();
     let anon = Client::try_from(conf)?;
     let cms: Api<ConfigMap> = Api::namespaced(anon.clone(), "default");
-    let (code, reason, _) = api_err(cms.list(&ListParams::default()).await.err().context("anonymous list")?);
+    let (code, reason, _) = api_err(
+        cms.list(&ListParams::default())
+            .await
+            .err()
+            .context("anonymous list")?,
+    );
     assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
     anon.apiserver_version().await?;
     s.stop().await

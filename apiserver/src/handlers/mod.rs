@@ -42,7 +42,12 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(registry: Arc<Registry>, url: String, shutdown: CancellationToken) -> Self {
         let openapi_v3 = openapi::OpenApiV3::new(&registry.resources);
-        ApiState { registry, openapi_v3, url, shutdown }
+        ApiState {
+            registry,
+            openapi_v3,
+            url,
+            shutdown,
+        }
     }
 }
 
@@ -54,8 +59,10 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 fn json_response(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = code;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -71,13 +78,19 @@ pub fn error_response(e: &Error) -> Response<Body> {
 fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(full(text));
     *r.status_mut() = code;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 /// Handles one request.
-pub async fn handle(state: Arc<ApiState>, req: Request<Incoming>, user: Arc<Option<UserInfo>>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<ApiState>,
+    req: Request<Incoming>,
+    user: Arc<Option<UserInfo>>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -96,7 +109,11 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-async fn route(state: &Arc<ApiState>, req: Request<Incoming>, user: Option<&UserInfo>) -> Result<Response<Body>> {
+async fn route(
+    state: &Arc<ApiState>,
+    req: Request<Incoming>,
+    user: Option<&UserInfo>,
+) -> Result<Response<Body>> {
     let path = req.uri().path().to_string();
     if user.is_none() && !is_public(&path) {
         return Err(Error::Unauthorized);
@@ -110,7 +127,11 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>, user: Option<&User
     resource(state, req, &info, &q).await
 }
 
-async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str) -> Result<Response<Body>> {
+async fn non_resource(
+    state: &Arc<ApiState>,
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<Response<Body>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(Error::MethodNotSupported);
     }
@@ -129,10 +150,16 @@ async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str)
                 Ok(text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"))
             }
         }
-        p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => {
+        p if p.starts_with("/healthz/")
+            || p.starts_with("/livez/")
+            || p.starts_with("/readyz/") =>
+        {
             Ok(text_response(StatusCode::OK, "ok"))
         }
-        "/openapi/v3" => Ok(json_response(StatusCode::OK, state.openapi_v3.index().to_string())),
+        "/openapi/v3" => Ok(json_response(
+            StatusCode::OK,
+            state.openapi_v3.index().to_string(),
+        )),
         p if p.starts_with("/openapi/v3/") => {
             let gv = p.trim_start_matches("/openapi/v3/");
             let (doc, hash) = state.openapi_v3.doc(gv).ok_or(Error::NotFoundPath)?;
@@ -143,11 +170,18 @@ async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str)
             let immutable = req.uri().query().is_some_and(|q| q.contains("hash="));
             r.headers_mut().insert(
                 header::CACHE_CONTROL,
-                HeaderValue::from_static(if immutable { "public, immutable" } else { "no-cache, private" }),
+                HeaderValue::from_static(if immutable {
+                    "public, immutable"
+                } else {
+                    "no-cache, private"
+                }),
             );
             Ok(r)
         }
-        "/version" => Ok(json_response(StatusCode::OK, discovery::version_info().to_string())),
+        "/version" => Ok(json_response(
+            StatusCode::OK,
+            discovery::version_info().to_string(),
+        )),
         "/api" | "/apis" => {
             let legacy = path.trim_end_matches('/') == "/api";
             let neg = discovery::negotiate(&accept);
@@ -158,7 +192,8 @@ async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str)
                     if let Ok(ct) = HeaderValue::from_str(&neg.content_type) {
                         r.headers_mut().insert(header::CONTENT_TYPE, ct);
                     }
-                    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+                    r.headers_mut()
+                        .insert(header::VARY, HeaderValue::from_static("Accept"));
                     Ok(r)
                 }
                 None => {
@@ -168,7 +203,8 @@ async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str)
                         discovery::api_group_list(res)
                     };
                     let mut r = json_response(StatusCode::OK, body.to_string());
-                    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+                    r.headers_mut()
+                        .insert(header::VARY, HeaderValue::from_static("Accept"));
                     Ok(r)
                 }
             }
@@ -183,19 +219,32 @@ async fn non_resource(state: &Arc<ApiState>, req: Request<Incoming>, path: &str)
                 [g, v] => discovery::api_resource_list(res, g, v),
                 _ => None,
             };
-            found.map(|v| json_response(StatusCode::OK, v.to_string())).ok_or(Error::NotFoundPath)
+            found
+                .map(|v| json_response(StatusCode::OK, v.to_string()))
+                .ok_or(Error::NotFoundPath)
         }
         "" | "/" => {
             let mut paths: Vec<String> = vec!["/api".into(), "/api/v1".into(), "/apis".into()];
             for r in res.iter().filter(|r| !r.group.is_empty()) {
-                for p in [format!("/apis/{}", r.group), format!("/apis/{}/{}", r.group, r.version)] {
+                for p in [
+                    format!("/apis/{}", r.group),
+                    format!("/apis/{}/{}", r.group, r.version),
+                ] {
                     if !paths.contains(&p) {
                         paths.push(p);
                     }
                 }
             }
-            paths.extend(["/healthz".into(), "/livez".into(), "/readyz".into(), "/version".into()]);
-            Ok(json_response(StatusCode::OK, json!({ "paths": paths }).to_string()))
+            paths.extend([
+                "/healthz".into(),
+                "/livez".into(),
+                "/readyz".into(),
+                "/version".into(),
+            ]);
+            Ok(json_response(
+                StatusCode::OK,
+                json!({ "paths": paths }).to_string(),
+            ))
         }
         _ => Err(Error::NotFoundPath),
     }
@@ -244,8 +293,9 @@ const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format -
 /// Decodes a JSON or YAML body into an object.
 fn decode_object(ct: &str, body: &[u8]) -> Result<Value> {
     let v: Value = match ct {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| Error::BadRequest(format!("couldn't get version/kind; json parse error: {e}")))?,
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            Error::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("error converting YAML to JSON: yaml: {e}")))?,
         _ => return Err(Error::UnsupportedMediaType(UNKNOWN_FORMAT.into())),
@@ -271,18 +321,31 @@ fn json_type_name(v: &Value) -> &'static str {
 }
 
 fn check_accept(req: &Request<Incoming>) -> Result<()> {
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
     let ok = accept.split(',').any(|part| {
-        let mt = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        matches!(mt.as_str(), "" | "*/*" | "application/*" | "application/json" | "application/yaml")
+        let mt = part
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        matches!(
+            mt.as_str(),
+            "" | "*/*" | "application/*" | "application/json" | "application/yaml"
+        )
     });
     if ok {
         Ok(())
     } else {
         Err(Error::NotAcceptable(
-            "only the following media types are accepted: application/json, application/yaml".into(),
+            "only the following media types are accepted: application/json, application/yaml"
+                .into(),
         ))
     }
 }
@@ -297,7 +360,11 @@ fn list_params(q: &Query) -> Result<ListParams> {
         None => FieldSelector::default(),
     };
     Ok(ListParams {
-        filter: Filter { namespace: None, labels, fields },
+        filter: Filter {
+            namespace: None,
+            labels,
+            fields,
+        },
         limit: q.limit.unwrap_or(0) as usize,
         continue_token: q.continue_token.clone(),
         resource_version: q.resource_version.clone(),
@@ -325,7 +392,10 @@ fn write_options(q: &Query) -> Result<WriteOptions> {
             }
         }
     }
-    Ok(WriteOptions { dry_run, field_manager: q.field_manager.clone() })
+    Ok(WriteOptions {
+        dry_run,
+        field_manager: q.field_manager.clone(),
+    })
 }
 
 async fn resource(
@@ -369,7 +439,10 @@ async fn resource(
         "get" => {
             if sub == Some(Subresource::Scale) {
                 let obj = store.get_value(&ns, &name).await?;
-                return Ok(json_response(StatusCode::OK, scale_of(&store, &obj)?.to_string()));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    scale_of(&store, &obj)?.to_string(),
+                ));
             }
             let b = store.get(&ns, &name, q.resource_version.as_deref()).await?;
             Ok(json_response(StatusCode::OK, b))
@@ -395,7 +468,14 @@ async fn resource(
             let obj = decode_object(&ct, &body)?;
             let warnings = field_validation(&store, q, &obj)?;
             let b = store.create(&ns, obj, &opts).await?;
-            let r = json_response(if opts.dry_run { StatusCode::OK } else { StatusCode::CREATED }, b);
+            let r = json_response(
+                if opts.dry_run {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                b,
+            );
             Ok(with_warnings(r, &warnings))
         }
         "update" => {
@@ -445,7 +525,10 @@ async fn resource(
             let p = list_params(q)?;
             check_fields(&store, &p)?;
             let ns_opt = (!ns.is_empty()).then_some(ns.as_str());
-            Ok(json_response(StatusCode::OK, store.delete_collection(ns_opt, &p, &opts).await?))
+            Ok(json_response(
+                StatusCode::OK,
+                store.delete_collection(ns_opt, &p, &opts).await?,
+            ))
         }
         _ => Err(Error::MethodNotSupported),
     }
@@ -477,7 +560,10 @@ fn delete_options(q: &Query, ct: &str, body: &[u8]) -> Result<DeleteOptions> {
     }
     if let Some(pre) = v.get("preconditions") {
         o.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_string);
-        o.precondition_resource_version = pre.get("resourceVersion").and_then(Value::as_str).map(str::to_string);
+        o.precondition_resource_version = pre
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
     if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
         if d.iter().any(|x| x.as_str() == Some("All")) {
@@ -530,7 +616,9 @@ async fn patch(
                 *all = w;
             }
             // The patch's resourceVersion, if any, is a precondition; otherwise none.
-            let prv = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+            let prv = patch
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str);
             if prv.is_none() {
                 object::meta_mut(&mut new).remove("resourceVersion");
             }
@@ -585,7 +673,9 @@ fn apply_patch(kind: &str, doc: &mut Value, patch: &Value) -> Result<()> {
     match kind {
         "merge" => {
             if !patch.is_object() {
-                return Err(Error::BadRequest("a merge patch must be a JSON object".into()));
+                return Err(Error::BadRequest(
+                    "a merge patch must be a JSON object".into(),
+                ));
             }
             crate::patch::merge_patch(doc, patch);
             Ok(())
@@ -596,11 +686,19 @@ fn apply_patch(kind: &str, doc: &mut Value, patch: &Value) -> Result<()> {
 
 /// The autoscaling/v1 Scale of an object.
 fn scale_of(store: &Store, obj: &Value) -> Result<Value> {
-    let paths = store.info.strategy.scale_paths().ok_or(Error::NotFoundPath)?;
+    let paths = store
+        .info
+        .strategy
+        .scale_paths()
+        .ok_or(Error::NotFoundPath)?;
     let meta = object::meta(obj).cloned().unwrap_or_default();
     let selector = match obj.pointer(paths.selector) {
-        Some(sel @ Value::Object(m)) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
-            LabelSelector::from_label_selector_json(sel).map(|s| s.to_string()).unwrap_or_default()
+        Some(sel @ Value::Object(m))
+            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
+        {
+            LabelSelector::from_label_selector_json(sel)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         }
         Some(Value::Object(m)) => {
             let mut parts: Vec<String> = m
@@ -631,11 +729,23 @@ fn scale_of(store: &Store, obj: &Value) -> Result<Value> {
     }))
 }
 
-async fn update_scale(store: &Store, ns: &str, name: &str, scale: Value, opts: &WriteOptions) -> Result<Response<Body>> {
-    let paths = store.info.strategy.scale_paths().ok_or(Error::NotFoundPath)?;
+async fn update_scale(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    scale: Value,
+    opts: &WriteOptions,
+) -> Result<Response<Body>> {
+    let paths = store
+        .info
+        .strategy
+        .scale_paths()
+        .ok_or(Error::NotFoundPath)?;
     let replicas = match scale.pointer("/spec/replicas") {
         None | Some(Value::Null) => 0,
-        Some(v) => v.as_i64().ok_or_else(|| Error::BadRequest("spec.replicas must be an integer".into()))?,
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| Error::BadRequest("spec.replicas must be an integer".into()))?,
     };
     if replicas < 0 {
         return Err(Error::Invalid {
@@ -648,7 +758,11 @@ async fn update_scale(store: &Store, ns: &str, name: &str, scale: Value, opts: &
             )],
         });
     }
-    let rv = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let rv = scale
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let spec_ptr = paths.spec_replicas;
     let b = store
         .guaranteed_update(ns, name, None, opts, |old| {
@@ -663,13 +777,18 @@ async fn update_scale(store: &Store, ns: &str, name: &str, scale: Value, opts: &
         })
         .await?;
     let obj: Value = serde_json::from_slice(&b).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(json_response(StatusCode::OK, scale_of(store, &obj)?.to_string()))
+    Ok(json_response(
+        StatusCode::OK,
+        scale_of(store, &obj)?.to_string(),
+    ))
 }
 
 fn set_pointer(doc: &mut Value, ptr: &str, v: Value) {
     let mut cur = doc;
     let toks: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
-    let Some((last, parents)) = toks.split_last() else { return };
+    let Some((last, parents)) = toks.split_last() else {
+        return;
+    };
     for t in parents {
         if !cur.is_object() {
             *cur = json!({});

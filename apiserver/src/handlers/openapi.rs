@@ -54,13 +54,17 @@ fn op_id(verb: &str, r: &ResourceInfo, namespaced_path: bool) -> String {
             .split('-')
             .map(|p| {
                 let mut c = p.chars();
-                c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+                c.next()
+                    .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                    .unwrap_or_default()
             })
             .collect()
     };
     let version = {
         let mut c = r.version.chars();
-        c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
     };
     let scope = if namespaced_path { "Namespaced" } else { "" };
     format!("{verb}{group}{version}{scope}{}", r.kind)
@@ -70,7 +74,11 @@ fn document(resources: &[&ResourceInfo]) -> Value {
     let mut paths = serde_json::Map::new();
     for r in resources {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let base = if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) };
+        let base = if r.group.is_empty() {
+            format!("/api/{}", r.version)
+        } else {
+            format!("/apis/{}/{}", r.group, r.version)
+        };
         let coll = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}", r.plural)
         } else {
@@ -96,7 +104,10 @@ fn document(resources: &[&ResourceInfo]) -> Value {
             }),
         );
         let mut patch_params = write_params();
-        patch_params.push(query_param("force", "Force is going to \"force\" Apply requests."));
+        patch_params.push(query_param(
+            "force",
+            "Force is going to \"force\" Apply requests.",
+        ));
         paths.insert(
             item,
             json!({
@@ -132,10 +143,16 @@ impl OpenApiV3 {
         for (gv, rs) in by_gv {
             let doc = document(&rs).to_string();
             let h = hash(&doc);
-            index.insert(gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={h}")}));
+            index.insert(
+                gv.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={h}")}),
+            );
             docs.insert(gv, (doc, h));
         }
-        OpenApiV3 { index: json!({ "paths": index }).to_string(), docs }
+        OpenApiV3 {
+            index: json!({ "paths": index }).to_string(),
+            docs,
+        }
     }
 
     /// `/openapi/v3`.

@@ -74,10 +74,17 @@ pub async fn serve(
             ));
         }
         if send_initial && !bookmarks {
-            errs.push(FieldError::forbidden("allowWatchBookmarks", "sendInitialEvents requires allowWatchBookmarks=true"));
+            errs.push(FieldError::forbidden(
+                "allowWatchBookmarks",
+                "sendInitialEvents requires allowWatchBookmarks=true",
+            ));
         }
         if !errs.is_empty() {
-            return Err(Error::Invalid { kind: "ListOptions.meta.k8s.io".into(), name: String::new(), errors: errs });
+            return Err(Error::Invalid {
+                kind: "ListOptions.meta.k8s.io".into(),
+                name: String::new(),
+                errors: errs,
+            });
         }
     } else if p.resource_version_match.is_some() {
         return Err(Error::Invalid {
@@ -179,7 +186,10 @@ pub async fn serve(
             match tx.try_send(out) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(out)) => {
-                    if tokio::time::timeout(Duration::from_secs(10), tx.send(out)).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(10), tx.send(out))
+                        .await
+                        .is_err()
+                    {
                         tracing::info!(resource = %store2.info.plural, "watcher not reading; closing it");
                         return;
                     }
@@ -191,9 +201,13 @@ pub async fn serve(
     let stream = ReceiverStream::new(rx).map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
     let mut r = Response::new(StreamBody::new(stream).boxed());
     *r.status_mut() = StatusCode::OK;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }

@@ -80,11 +80,22 @@ fn random_suffix() -> String {
 }
 
 /// The message upstream gives for a stale resourceVersion.
-pub const CONFLICT_MESSAGE: &str = "the object has been modified; please apply your changes to the latest version and try again";
+pub const CONFLICT_MESSAGE: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
 
 impl Store {
-    pub fn new(info: ResourceInfo, cache: Arc<WatchCache>, backend: Arc<dyn Backend>, caches: Arc<Caches>) -> Self {
-        Store { info, cache, backend, caches }
+    pub fn new(
+        info: ResourceInfo,
+        cache: Arc<WatchCache>,
+        backend: Arc<dyn Backend>,
+        caches: Arc<Caches>,
+    ) -> Self {
+        Store {
+            info,
+            cache,
+            backend,
+            caches,
+        }
     }
 
     fn key(&self, ns: &str, name: &str) -> String {
@@ -92,7 +103,10 @@ impl Store {
     }
 
     fn not_found(&self, name: &str) -> Error {
-        Error::NotFound { resource: self.info.qualified_resource(), name: name.to_string() }
+        Error::NotFound {
+            resource: self.info.qualified_resource(),
+            name: name.to_string(),
+        }
     }
 
     fn conflict(&self, name: &str, message: &str) -> Error {
@@ -104,7 +118,11 @@ impl Store {
     }
 
     fn invalid(&self, name: &str, errors: Vec<FieldError>) -> Error {
-        Error::Invalid { kind: self.info.qualified_kind(), name: name.to_string(), errors }
+        Error::Invalid {
+            kind: self.info.qualified_kind(),
+            name: name.to_string(),
+            errors,
+        }
     }
 
     /// Waits until the cache reflects everything the store has committed.
@@ -136,8 +154,15 @@ impl Store {
     fn to_served(&self, kv: &KeyValue) -> Result<Value> {
         let v: Value = serde_json::from_slice(&kv.value)
             .map_err(|e| Error::Internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
-        let mut v = if self.info.strategy.has_conversion() { self.info.strategy.from_storage(v) } else { v };
-        object::meta_mut(&mut v).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+        let mut v = if self.info.strategy.has_conversion() {
+            self.info.strategy.from_storage(v)
+        } else {
+            v
+        };
+        object::meta_mut(&mut v).insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_revision.to_string()),
+        );
         Ok(v)
     }
 
@@ -180,7 +205,10 @@ impl Store {
     /// LIST, answered as the full `<Kind>List` JSON.
     pub async fn list(&self, ns: Option<&str>, p: &ListParams) -> Result<Bytes> {
         let rv = p.resource_version.as_deref().filter(|s| !s.is_empty());
-        let rvm = p.resource_version_match.as_deref().filter(|s| !s.is_empty());
+        let rvm = p
+            .resource_version_match
+            .as_deref()
+            .filter(|s| !s.is_empty());
         if rvm.is_some() && rv.is_none() {
             return Err(Error::BadRequest(
                 "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
@@ -199,12 +227,16 @@ impl Store {
         }
         if let Some(tok) = p.continue_token.as_deref().filter(|s| !s.is_empty()) {
             if rv.is_some_and(|r| r != "0") {
-                return Err(Error::BadRequest("specifying resource version is not allowed when using continue".into()));
+                return Err(Error::BadRequest(
+                    "specifying resource version is not allowed when using continue".into(),
+                ));
             }
             let (rev, start) = crate::request_info::decode_continue(tok)
                 .map_err(|e| Error::BadRequest(format!("invalid continue token: {e}")))?;
             if !start.starts_with(self.cache.prefix()) {
-                return Err(Error::BadRequest("invalid continue token: key is outside this resource".into()));
+                return Err(Error::BadRequest(
+                    "invalid continue token: key is outside this resource".into(),
+                ));
             }
             return self.list_from_backend(&filter, rev, &start, p.limit).await;
         }
@@ -232,14 +264,22 @@ impl Store {
     fn list_from_cache(&self, filter: &Filter, limit: usize) -> Bytes {
         let (items, rev, more) = self.cache.list(filter, "", limit);
         let cont = if more {
-            items.last().map(|o| crate::request_info::encode_continue(rev, &o.key))
+            items
+                .last()
+                .map(|o| crate::request_info::encode_continue(rev, &o.key))
         } else {
             None
         };
         self.encode_list(items.iter().map(|o| &o.bytes), rev, cont)
     }
 
-    async fn list_from_backend(&self, filter: &Filter, rev: i64, start_after: &str, limit: usize) -> Result<Bytes> {
+    async fn list_from_backend(
+        &self,
+        filter: &Filter,
+        rev: i64,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Bytes> {
         let scope = match &filter.namespace {
             Some(ns) if self.info.namespaced => format!("{}{}/", self.cache.prefix(), ns),
             _ => self.cache.prefix().to_string(),
@@ -290,7 +330,12 @@ impl Store {
         Ok(self.encode_list(out.iter().map(|o| &o.bytes), read_rev, cont))
     }
 
-    fn encode_list<'a>(&self, items: impl Iterator<Item = &'a Bytes>, rev: i64, cont: Option<String>) -> Bytes {
+    fn encode_list<'a>(
+        &self,
+        items: impl Iterator<Item = &'a Bytes>,
+        rev: i64,
+        cont: Option<String>,
+    ) -> Bytes {
         let mut b = BytesMut::with_capacity(256);
         b.put_slice(b"{\"kind\":\"");
         b.put_slice(self.info.kind.as_bytes());
@@ -331,7 +376,10 @@ impl Store {
             },
         };
         let Some(obj) = obj else {
-            return Err(Error::NotFound { resource: "namespaces".into(), name: ns.to_string() });
+            return Err(Error::NotFound {
+                resource: "namespaces".into(),
+                name: ns.to_string(),
+            });
         };
         let terminating = !object::meta_str(&obj, "deletionTimestamp").is_empty()
             || obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
@@ -339,7 +387,9 @@ impl Store {
             return Err(Error::Forbidden {
                 resource: self.info.qualified_resource(),
                 name: String::new(),
-                message: format!("unable to create new content in namespace {ns} because it is being terminated"),
+                message: format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
             });
         }
         Ok(())
@@ -400,7 +450,11 @@ impl Store {
             let m = object::meta_mut(&mut obj);
             let name = m.get("name").and_then(Value::as_str).unwrap_or("");
             if name.is_empty() {
-                if let Some(g) = m.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+                if let Some(g) = m
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|g| !g.is_empty())
+                {
                     let n = format!("{g}{}", random_suffix());
                     m.insert("name".into(), Value::String(n));
                 }
@@ -409,7 +463,10 @@ impl Store {
             m.remove("deletionTimestamp");
             m.remove("deletionGracePeriodSeconds");
             m.remove("selfLink");
-            m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+            m.insert(
+                "uid".into(),
+                Value::String(uuid::Uuid::new_v4().to_string()),
+            );
             m.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
             if self.info.strategy.tracks_generation() {
                 m.insert("generation".into(), json!(1));
@@ -428,19 +485,32 @@ impl Store {
         self.check_namespace(ns).await?;
         if opts.dry_run {
             if self.cache.get(&self.key(ns, &name)).is_some() {
-                return Err(Error::AlreadyExists { resource: self.info.qualified_resource(), name });
+                return Err(Error::AlreadyExists {
+                    resource: self.info.qualified_resource(),
+                    name,
+                });
             }
             return Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()));
         }
         let key = self.key(ns, &name);
-        let kv = match self.backend.create(&key, self.encode_for_storage(&obj)).await {
+        let kv = match self
+            .backend
+            .create(&key, self.encode_for_storage(&obj))
+            .await
+        {
             Ok(kv) => kv,
             Err(storage::Error::AlreadyExists(_)) => {
-                return Err(Error::AlreadyExists { resource: self.info.qualified_resource(), name });
+                return Err(Error::AlreadyExists {
+                    resource: self.info.qualified_resource(),
+                    name,
+                });
             }
             Err(e) => return Err(e.into()),
         };
-        object::meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+        object::meta_mut(&mut obj).insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_revision.to_string()),
+        );
         Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()))
     }
 
@@ -465,10 +535,19 @@ impl Store {
         }
         let precondition = object::meta_str(&body, "resourceVersion").to_string();
         if !precondition.is_empty() {
-            object::parse_resource_version(&precondition)
-                .map_err(|_| self.invalid(name, vec![FieldError::invalid("metadata.resourceVersion", &precondition, "must be specified for an update")]))?;
+            object::parse_resource_version(&precondition).map_err(|_| {
+                self.invalid(
+                    name,
+                    vec![FieldError::invalid(
+                        "metadata.resourceVersion",
+                        &precondition,
+                        "must be specified for an update",
+                    )],
+                )
+            })?;
         }
-        self.guaranteed_update(ns, name, subresource, opts, |_old| Ok(body.clone())).await
+        self.guaranteed_update(ns, name, subresource, opts, |_old| Ok(body.clone()))
+            .await
     }
 
     /// Read-modify-write with compare-and-swap, retried on conflict unless the new object
@@ -510,23 +589,35 @@ impl Store {
                 return match self.backend.delete(&key, kv.mod_revision).await {
                     Ok((_, rev)) => {
                         let mut v = new;
-                        object::meta_mut(&mut v).insert("resourceVersion".into(), Value::String(rev.to_string()));
+                        object::meta_mut(&mut v)
+                            .insert("resourceVersion".into(), Value::String(rev.to_string()));
                         Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
                     }
                     Err(storage::Error::Conflict { .. }) if precondition.is_empty() => continue,
-                    Err(storage::Error::Conflict { .. }) => Err(self.conflict(name, CONFLICT_MESSAGE)),
+                    Err(storage::Error::Conflict { .. }) => {
+                        Err(self.conflict(name, CONFLICT_MESSAGE))
+                    }
                     Err(storage::Error::NotFound(_)) => Err(self.not_found(name)),
                     Err(e) => Err(e.into()),
                 };
             }
-            match self.backend.update(&key, self.encode_for_storage(&new), kv.mod_revision).await {
+            match self
+                .backend
+                .update(&key, self.encode_for_storage(&new), kv.mod_revision)
+                .await
+            {
                 Ok(kv) => {
                     let mut v = new;
-                    object::meta_mut(&mut v).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+                    object::meta_mut(&mut v).insert(
+                        "resourceVersion".into(),
+                        Value::String(kv.mod_revision.to_string()),
+                    );
                     return Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()));
                 }
                 Err(storage::Error::Conflict { .. }) if precondition.is_empty() => continue,
-                Err(storage::Error::Conflict { .. }) => return Err(self.conflict(name, CONFLICT_MESSAGE)),
+                Err(storage::Error::Conflict { .. }) => {
+                    return Err(self.conflict(name, CONFLICT_MESSAGE))
+                }
                 Err(storage::Error::NotFound(_)) => return Err(self.not_found(name)),
                 Err(e) => return Err(e.into()),
             }
@@ -536,7 +627,12 @@ impl Store {
 
     /// Applies the update rules: system metadata kept, status/spec split, defaulting,
     /// validation, generation.
-    fn prepare_update(&self, mut new: Value, old: &Value, subresource: Option<Subresource>) -> Result<Value> {
+    fn prepare_update(
+        &self,
+        mut new: Value,
+        old: &Value,
+        subresource: Option<Subresource>,
+    ) -> Result<Value> {
         let name = object::meta_str(old, "name").to_string();
         let strategy = &self.info.strategy;
         let has_status = self.info.has_subresource(Subresource::Status);
@@ -567,7 +663,14 @@ impl Store {
         {
             let old_meta = object::meta(old).cloned().unwrap_or_default();
             let m = object::meta_mut(&mut new);
-            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "selfLink",
+            ] {
                 match old_meta.get(f) {
                     Some(v) => m.insert(f.into(), v.clone()),
                     None => m.remove(f),
@@ -575,7 +678,11 @@ impl Store {
             }
             // Finalizers cannot be added to an object that is being deleted.
             if old_meta.contains_key("deletionTimestamp") {
-                let old_f: Vec<Value> = old_meta.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                let old_f: Vec<Value> = old_meta
+                    .get("finalizers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 if let Some(nf) = m.get("finalizers").and_then(Value::as_array) {
                     if nf.iter().any(|f| !old_f.contains(f)) {
                         return Err(self.invalid(
@@ -598,14 +705,22 @@ impl Store {
             return Err(self.invalid(&name, errs));
         }
         if strategy.tracks_generation() && spec_changed(&new, old) {
-            let g = object::meta(old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
+            let g = object::meta(old)
+                .and_then(|m| m.get("generation"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             object::meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         Ok(new)
     }
 
     /// DELETE one object.
-    pub async fn delete(&self, ns: &str, name: &str, opts: &DeleteOptions) -> Result<DeleteOutcome> {
+    pub async fn delete(
+        &self,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<DeleteOutcome> {
         let key = self.key(ns, name);
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let Some((kv, old)) = self.current(ns, name).await? else {
@@ -637,11 +752,14 @@ impl Store {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let policy = opts.propagation_policy.clone().or_else(|| match opts.orphan_dependents {
-                Some(true) => Some("Orphan".to_string()),
-                Some(false) => Some("Background".to_string()),
-                None => None,
-            });
+            let policy = opts
+                .propagation_policy
+                .clone()
+                .or_else(|| match opts.orphan_dependents {
+                    Some(true) => Some("Orphan".to_string()),
+                    Some(false) => Some("Background".to_string()),
+                    None => None,
+                });
             match policy.as_deref() {
                 None | Some("Background") => {}
                 Some("Foreground") => {
@@ -682,7 +800,8 @@ impl Store {
                 }
                 match self.backend.delete(&key, kv.mod_revision).await {
                     Ok((_, rev)) => {
-                        object::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(rev.to_string()));
+                        object::meta_mut(&mut new)
+                            .insert("resourceVersion".into(), Value::String(rev.to_string()));
                         return Ok(DeleteOutcome::Deleted(new));
                     }
                     Err(storage::Error::Conflict { .. }) => continue,
@@ -694,13 +813,22 @@ impl Store {
                 let m = object::meta_mut(&mut new);
                 if !already {
                     let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                    m.insert("deletionTimestamp".into(), Value::String(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        Value::String(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    );
                 } else if let Some(g) = opts.grace_period_seconds {
                     // A shorter grace period moves the deadline closer.
-                    let cur = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+                    let cur = m
+                        .get("deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                     if g < cur {
                         let at = chrono::Utc::now() + chrono::Duration::seconds(g.max(0));
-                        m.insert("deletionTimestamp".into(), Value::String(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                        m.insert(
+                            "deletionTimestamp".into(),
+                            Value::String(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                        );
                     }
                 }
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
@@ -725,9 +853,16 @@ impl Store {
             if opts.dry_run {
                 return Ok(DeleteOutcome::Pending(new));
             }
-            match self.backend.update(&key, self.encode_for_storage(&new), kv.mod_revision).await {
+            match self
+                .backend
+                .update(&key, self.encode_for_storage(&new), kv.mod_revision)
+                .await
+            {
                 Ok(kv) => {
-                    object::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(kv.mod_revision.to_string()));
+                    object::meta_mut(&mut new).insert(
+                        "resourceVersion".into(),
+                        Value::String(kv.mod_revision.to_string()),
+                    );
                     return Ok(DeleteOutcome::Pending(new));
                 }
                 Err(storage::Error::Conflict { .. }) => continue,
@@ -752,7 +887,12 @@ impl Store {
     }
 
     /// DELETE a collection: every object matching the list parameters.
-    pub async fn delete_collection(&self, ns: Option<&str>, p: &ListParams, opts: &DeleteOptions) -> Result<Bytes> {
+    pub async fn delete_collection(
+        &self,
+        ns: Option<&str>,
+        p: &ListParams,
+        opts: &DeleteOptions,
+    ) -> Result<Bytes> {
         self.wait_fresh().await?;
         let mut filter = p.filter.clone();
         if self.info.namespaced {
@@ -792,10 +932,21 @@ fn strip_rv(v: &Value) -> Value {
 }
 
 fn is_deletable(v: &Value) -> bool {
-    let Some(m) = object::meta(v) else { return false };
-    let marked = m.get("deletionTimestamp").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
-    let no_finalizers = m.get("finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
-    let grace = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+    let Some(m) = object::meta(v) else {
+        return false;
+    };
+    let marked = m
+        .get("deletionTimestamp")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    let no_finalizers = m
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|f| f.is_empty());
+    let grace = m
+        .get("deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     marked && no_finalizers && grace == 0
 }
 

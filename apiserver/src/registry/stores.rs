@@ -16,7 +16,8 @@ use crate::storage::Backend;
 use crate::watch_cache::Caches;
 
 /// Namespaces that exist from the first start.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Every store, addressable by group/version/resource.
 pub struct Registry {
@@ -28,25 +29,49 @@ pub struct Registry {
 
 impl Registry {
     /// Builds a store for each resource over one backend and one set of caches.
-    pub fn new(resources: Vec<ResourceInfo>, backend: Arc<dyn Backend>, caches: Arc<Caches>) -> Result<Self> {
+    pub fn new(
+        resources: Vec<ResourceInfo>,
+        backend: Arc<dyn Backend>,
+        caches: Arc<Caches>,
+    ) -> Result<Self> {
         let mut stores = HashMap::new();
         for r in &resources {
-            let cache = caches
-                .get(r.group, r.plural)
-                .cloned()
-                .ok_or_else(|| Error::Internal(format!("no watch cache for {}", r.qualified_resource())))?;
-            let k = (r.group.to_string(), r.version.to_string(), r.plural.to_string());
+            let cache = caches.get(r.group, r.plural).cloned().ok_or_else(|| {
+                Error::Internal(format!("no watch cache for {}", r.qualified_resource()))
+            })?;
+            let k = (
+                r.group.to_string(),
+                r.version.to_string(),
+                r.plural.to_string(),
+            );
             if stores.contains_key(&k) {
-                return Err(Error::Internal(format!("resource {} registered twice", r.qualified_resource())));
+                return Err(Error::Internal(format!(
+                    "resource {} registered twice",
+                    r.qualified_resource()
+                )));
             }
-            stores.insert(k, Arc::new(Store::new(r.clone(), cache, backend.clone(), caches.clone())));
+            stores.insert(
+                k,
+                Arc::new(Store::new(
+                    r.clone(),
+                    cache,
+                    backend.clone(),
+                    caches.clone(),
+                )),
+            );
         }
-        Ok(Registry { resources, stores, caches, backend })
+        Ok(Registry {
+            resources,
+            stores,
+            caches,
+            backend,
+        })
     }
 
     /// The store of a resource.
     pub fn store(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<Store>> {
-        self.stores.get(&(group.to_string(), version.to_string(), plural.to_string()))
+        self.stores
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
     }
 
     /// Creates the system namespaces that do not exist yet.
@@ -65,7 +90,10 @@ impl Registry {
     }
 
     /// Follows namespaces being deleted: deletes everything in them, then finalizes them.
-    pub fn spawn_namespace_finalizer(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_namespace_finalizer(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -103,7 +131,10 @@ impl Registry {
                 }
                 let _ = k;
                 let params = ListParams {
-                    filter: crate::watch_cache::Filter { namespace: Some(name.clone()), ..Default::default() },
+                    filter: crate::watch_cache::Filter {
+                        namespace: Some(name.clone()),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 let (items, _, _) = store.cache.list(&params.filter, "", 0);
@@ -111,11 +142,16 @@ impl Registry {
                     continue;
                 }
                 remaining += items.len();
-                let opts = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+                let opts = DeleteOptions {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                };
                 for item in items {
                     match store.delete(&item.namespace, &item.name, &opts).await {
                         Ok(_) | Err(Error::NotFound { .. }) => {}
-                        Err(e) => tracing::warn!(namespace = %name, name = %item.name, error = %e, "deleting namespace content"),
+                        Err(e) => {
+                            tracing::warn!(namespace = %name, name = %item.name, error = %e, "deleting namespace content")
+                        }
                     }
                 }
             }
