@@ -777,7 +777,7 @@ fn history_page(
             .prepare_cached(
                 "SELECT k.id, k.name, k.create_revision, k.deleted, k.value,
                         p.id, p.create_revision, p.value
-                 FROM kv AS k LEFT JOIN kv AS p ON p.id = k.prev_revision AND k.prev_revision > 0
+                 FROM kv AS k NOT INDEXED LEFT JOIN kv AS p ON p.id = k.prev_revision AND k.prev_revision > 0
                  WHERE k.id > ?1 AND k.id <= ?2 AND k.name >= ?3 AND k.name < ?4
                  ORDER BY k.id LIMIT ?5",
             )
@@ -865,7 +865,7 @@ async fn run_watch(
         }
     }
     // Then follow the live broadcast; everything at or below `upto` was replayed.
-    loop {
+    let end = loop {
         let batch = tokio::select! {
             batch = live.recv() => batch,
             () = tx.closed() => return,
@@ -882,24 +882,22 @@ async fn run_watch(
                     }
                 }
             }
+            // This watcher fell too far behind; its consumer must re-list. Events after
+            // `last` are no longer available to it, as if compacted.
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                // This watcher fell too far behind; its consumer must re-list.
-                let _ = tx
-                    .send(Err(Error::Compacted {
-                        requested: last + 1,
-                        compacted: last,
-                    }))
-                    .await;
-                return;
+                break Error::Compacted {
+                    requested: last + 1,
+                    compacted: last + 1,
+                }
             }
             Err(broadcast::error::RecvError::Closed) => {
-                let _ = tx
-                    .send(Err(Error::Backend("sqlite store closed".into())))
-                    .await;
-                return;
+                break Error::Backend("sqlite store closed".into())
             }
         }
-    }
+    };
+    // Release our place in the broadcast before waiting on a slow consumer.
+    drop(live);
+    let _ = tx.send(Err(end)).await;
 }
 
 #[async_trait]
