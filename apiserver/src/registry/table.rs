@@ -3,27 +3,27 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v2 as autoscaling, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, networking::v1 as networking,
+    policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 
 use super::strategies::apps::{
     DaemonSetStrategy, DeploymentStrategy, ReplicaSetStrategy, StatefulSetStrategy,
 };
 use super::strategies::basic::Basic;
+use super::strategies::batch::{CronJobStrategy, JobStrategy};
 use super::strategies::configmap::ConfigMapStrategy;
 use super::strategies::event::{EventStrategy, EventsV1Strategy};
 use super::strategies::namespace::NamespaceStrategy;
 use super::strategies::node::NodeStrategy;
 use super::strategies::pod::PodStrategy;
 use super::strategies::pod_template::PodTemplateStrategy;
+use super::strategies::rbac::{BindingStrategy, RoleStrategy};
 use super::strategies::replication_controller::ReplicationControllerStrategy;
 use super::strategies::secret::SecretStrategy;
 use super::strategies::service::ServiceStrategy;
 use super::{ResourceInfo, Strategy, Subresource};
-use crate::validation::NameRule;
 
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
@@ -244,14 +244,14 @@ pub fn resources() -> Vec<ResourceInfo> {
             ALL,
             true,
             STATUS,
-            Basic::<batch::Job>::namespaced().with_generation(),
+            JobStrategy,
         ),
         info(
             grp("batch", "v1", "CronJob", "cronjobs", &["cj"]),
             ALL,
             true,
             STATUS,
-            Basic::<batch::CronJob>::namespaced().with_generation(),
+            CronJobStrategy,
         ),
         // coordination.k8s.io/v1
         info(
@@ -338,7 +338,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             true,
             NO_SUB,
-            Basic::<rbac::Role>::namespaced().with_rule(NameRule::PathSegment),
+            RoleStrategy { namespaced: true },
         ),
         info(
             grp(
@@ -351,7 +351,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             true,
             NO_SUB,
-            Basic::<rbac::RoleBinding>::namespaced().with_rule(NameRule::PathSegment),
+            BindingStrategy { namespaced: true },
         ),
         info(
             grp(
@@ -364,7 +364,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             false,
             NO_SUB,
-            Basic::<rbac::ClusterRole>::cluster().with_rule(NameRule::PathSegment),
+            RoleStrategy { namespaced: false },
         ),
         info(
             grp(
@@ -377,7 +377,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             false,
             NO_SUB,
-            Basic::<rbac::ClusterRoleBinding>::cluster().with_rule(NameRule::PathSegment),
+            BindingStrategy { namespaced: false },
         ),
         // storage.k8s.io/v1
         info(

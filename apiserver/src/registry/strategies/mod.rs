@@ -2,12 +2,14 @@
 
 pub mod apps;
 pub mod basic;
+pub mod batch;
 pub mod configmap;
 pub mod event;
 pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod pod_template;
+pub mod rbac;
 pub mod replication_controller;
 pub mod secret;
 pub mod service;
