@@ -189,7 +189,7 @@ async fn non_resource(
                 Some(v) => {
                     let body = discovery::aggregated(res, legacy, v).to_string();
                     let mut r = json_response(StatusCode::OK, body);
-                    if let Ok(ct) = HeaderValue::from_str(&neg.content_type) {
+                    if let Ok(ct) = HeaderValue::from_str(neg.content_type) {
                         r.headers_mut().insert(header::CONTENT_TYPE, ct);
                     }
                     r.headers_mut()
@@ -573,6 +573,7 @@ fn delete_options(q: &Query, ct: &str, body: &[u8]) -> Result<DeleteOptions> {
     Ok(o)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn patch(
     store: &Store,
     ns: &str,
@@ -595,9 +596,9 @@ async fn patch(
             )))
         }
         _ => {
-            return Err(Error::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-            )))
+            return Err(Error::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+            ))
         }
     };
     if sub == Some(Subresource::Scale) {

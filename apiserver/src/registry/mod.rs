@@ -162,6 +162,7 @@ pub trait Strategy: Send + Sync + 'static {
     }
 
     /// Converts a stored object into this resource's version; inverse of `to_storage`.
+    #[allow(clippy::wrong_self_convention)]
     fn from_storage(&self, obj: Value) -> Value {
         obj
     }
