@@ -593,7 +593,10 @@ impl Readers {
             let _permit = permit;
             let conn = this.connection()?;
             let result = f(&conn);
-            this.idle.lock().push(conn);
+            // A connection left inside a transaction (a failed COMMIT) is not reused.
+            if conn.is_autocommit() {
+                this.idle.lock().push(conn);
+            }
             result
         })
         .await
@@ -828,7 +831,9 @@ fn history_page(
         let full = events.len() as i64 == REPLAY_PAGE;
         Ok((events, full))
     })();
-    let _ = conn.execute_batch("COMMIT");
+    if conn.execute_batch("COMMIT").is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     result
 }
 
