@@ -26,7 +26,7 @@ const BROADCAST_CAPACITY: usize = 16 * 1024;
 const HISTORY_MIN_AGE: Duration = Duration::from_secs(150);
 /// ...but never more than this many.
 const HISTORY_MAX_EVENTS: usize = 20_000;
-/// Quiet time after which caches send a progress notification (used for bookmarks).
+/// How often caches tell watchers how far they are (sent to them as bookmarks).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One object as served: JSON with `metadata.resourceVersion`, plus what filters need.
@@ -601,6 +601,8 @@ impl Caches {
                     }
                 };
                 let mut last = rev;
+                let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+                progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -624,7 +626,7 @@ impl Caches {
                                 break;
                             }
                         },
-                        _ = tokio::time::sleep(PROGRESS_INTERVAL) => {
+                        _ = progress.tick() => {
                             // Quiet: tell watchers how far they are (for bookmarks).
                             for cs in this.by_prefix.values() {
                                 for c in cs {
