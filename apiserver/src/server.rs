@@ -54,7 +54,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .server_config()
         .context("cannot build TLS configuration")?;
 
-    let backend = open_backend(&data_dir, &cfg.datastore_endpoint).await?;
+    let backend = storage::open(&data_dir, &cfg.datastore_endpoint)
+        .await
+        .context("cannot open the datastore")?;
 
     let resources = crate::registry::table::resources();
     let caches = Caches::new(&resources);
@@ -70,7 +72,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .await
         .context("cannot create the system namespaces")?;
     let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
-    let compactor = spawn_compactor(
+    let compactor = storage::spawn_compactor(
         backend.clone(),
         Duration::from_secs(cfg.compaction_interval_seconds.max(1)),
         cfg.compaction_retain_revisions,
@@ -189,40 +191,4 @@ async fn serve(
 /// Runs the API server until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(cfg, shutdown).await?.wait().await
-}
-
-async fn open_backend(
-    data_dir: &std::path::Path,
-    endpoints: &[String],
-) -> anyhow::Result<Arc<dyn storage::Backend>> {
-    if !endpoints.is_empty() {
-        anyhow::bail!("etcd not wired yet");
-    }
-    let dir = data_dir.join("db");
-    std::fs::create_dir_all(&dir)?;
-    Ok(Arc::new(storage::sqlite::SqliteBackend::open(
-        &dir.join("state.db"),
-    )?))
-}
-
-fn spawn_compactor(
-    backend: Arc<dyn storage::Backend>,
-    interval: Duration,
-    retain: i64,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Ok(cur) = backend.current_revision().await {
-                if cur - retain > 0 {
-                    let _ = backend.compact(cur - retain).await;
-                }
-            }
-        }
-    })
 }
