@@ -5,6 +5,7 @@
 //! compares revisions relative to ones it observed, so the suite can run against a shared
 //! etcd that already holds data. Failures panic.
 
+#![doc(hidden)]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashSet;
