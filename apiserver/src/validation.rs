@@ -385,10 +385,8 @@ pub fn is_config_map_key(value: &str) -> Vec<String> {
 /// Upstream `IsValidPathSegmentName` / `ValidatePathSegmentName` (RBAC names).
 pub fn is_path_segment_name(name: &str, prefix: bool) -> Vec<String> {
     let mut errs = Vec::new();
-    if !prefix {
-        if name == "." || name == ".." {
-            errs.push(format!("may not be '{name}'"));
-        }
+    if !prefix && (name == "." || name == "..") {
+        errs.push(format!("may not be '{name}'"));
     }
     for illegal in ["/", "%"] {
         if name.contains(illegal) {
@@ -623,6 +621,13 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule) -> Fi
             "not allowed on this type",
         ));
     }
+    errs.extend(validate_meta_fields(meta));
+    errs
+}
+
+/// The metadata checks shared by create and update: generation, labels, annotations, finalizers.
+fn validate_meta_fields(meta: Option<&Value>) -> FieldErrors {
+    let mut errs = FieldErrors::new();
     if let Some(g) = meta
         .and_then(|m| m.get("generation"))
         .and_then(Value::as_i64)
@@ -667,30 +672,7 @@ pub fn validate_object_meta_update(new: &Value, old: &Value) -> FieldErrors {
         }
     }
     let meta = new.get("metadata");
-    if let Some(g) = meta
-        .and_then(|m| m.get("generation"))
-        .and_then(Value::as_i64)
-    {
-        if g < 0 {
-            errs.push(FieldError::invalid_raw(
-                "metadata.generation",
-                g,
-                IS_NEGATIVE,
-            ));
-        }
-    }
-    errs.extend(validate_labels(
-        meta.and_then(|m| m.get("labels")),
-        "metadata.labels",
-    ));
-    errs.extend(validate_annotations(
-        meta.and_then(|m| m.get("annotations")),
-        "metadata.annotations",
-    ));
-    errs.extend(validate_finalizers(
-        meta.and_then(|m| m.get("finalizers")),
-        "metadata.finalizers",
-    ));
+    errs.extend(validate_meta_fields(meta));
     errs
 }
 

@@ -555,14 +555,11 @@ impl Strategy for DaemonSetStrategy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::msgs;
     use super::*;
 
     fn deploy(spec: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
-    }
-
-    fn msgs(errs: FieldErrors) -> Vec<String> {
-        errs.iter().map(ToString::to_string).collect()
     }
 
     fn good_spec() -> Value {

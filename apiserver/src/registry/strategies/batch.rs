@@ -387,11 +387,8 @@ impl Strategy for CronJobStrategy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::msgs;
     use super::*;
-
-    fn msgs(errs: FieldErrors) -> Vec<String> {
-        errs.iter().map(ToString::to_string).collect()
-    }
 
     fn job() -> Value {
         json!({"metadata": {"name": "pi", "namespace": "d", "uid": "u1"},

@@ -93,12 +93,9 @@ impl Strategy for ConfigMapStrategy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::msgs;
     use super::*;
     use serde_json::json;
-
-    fn msgs(errs: FieldErrors) -> Vec<String> {
-        errs.iter().map(ToString::to_string).collect()
-    }
 
     #[test]
     fn keys_and_immutability() {

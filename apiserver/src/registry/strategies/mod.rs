@@ -119,3 +119,9 @@ pub(crate) fn child_map<'a>(
 pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
+
+/// Field errors rendered as upstream prints them, for tests.
+#[cfg(test)]
+pub(crate) fn msgs(errs: FieldErrors) -> Vec<String> {
+    errs.iter().map(ToString::to_string).collect()
+}

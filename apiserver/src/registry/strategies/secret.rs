@@ -47,16 +47,14 @@ fn validate_secret(s: &Secret) -> FieldErrors {
         }
         "kubernetes.io/dockercfg" => well_formed_json(".dockercfg", &mut errs),
         "kubernetes.io/dockerconfigjson" => well_formed_json(".dockerconfigjson", &mut errs),
-        "kubernetes.io/basic-auth" => {
-            if !data.contains_key("username") && !data.contains_key("password") {
-                errs.push(required("username"));
-                errs.push(required("password"));
-            }
+        "kubernetes.io/basic-auth"
+            if !data.contains_key("username") && !data.contains_key("password") =>
+        {
+            errs.push(required("username"));
+            errs.push(required("password"));
         }
-        "kubernetes.io/ssh-auth" => {
-            if data.get("ssh-privatekey").is_none_or(|v| v.0.is_empty()) {
-                errs.push(required("ssh-privatekey"));
-            }
+        "kubernetes.io/ssh-auth" if data.get("ssh-privatekey").is_none_or(|v| v.0.is_empty()) => {
+            errs.push(required("ssh-privatekey"));
         }
         "kubernetes.io/tls" => {
             for k in ["tls.crt", "tls.key"] {
@@ -115,11 +113,8 @@ impl Strategy for SecretStrategy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::msgs;
     use super::*;
-
-    fn msgs(errs: FieldErrors) -> Vec<String> {
-        errs.iter().map(ToString::to_string).collect()
-    }
 
     #[test]
     fn defaults_and_types() {

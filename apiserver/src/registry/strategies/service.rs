@@ -330,14 +330,11 @@ impl Strategy for ServiceStrategy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::msgs;
     use super::*;
 
     fn svc(spec: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"}, "spec": spec})
-    }
-
-    fn msgs(errs: FieldErrors) -> Vec<String> {
-        errs.iter().map(ToString::to_string).collect()
     }
 
     #[test]
