@@ -356,6 +356,71 @@ async fn watch_resume(s: &TestServer) -> Result<()> {
     Ok(())
 }
 
+async fn bookmarks_and_initial_events(s: &TestServer) -> Result<()> {
+    s.namespace("wl").await?;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "wl");
+    for i in 0..3 {
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("i{i}"), json!({}), json!({})),
+        )
+        .await?;
+    }
+    // Watch-list: ADDED for every object, then a BOOKMARK marking the end of initial events.
+    let wp = WatchParams::streaming_lists().timeout(20);
+    let mut stream = api.watch(&wp, "0").await?.boxed();
+    let mut added = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .context("initial events")??
+        {
+            Some(WatchEvent::Added(_)) => added += 1,
+            Some(WatchEvent::Bookmark(b)) => {
+                assert_eq!(
+                    b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true")
+                );
+                break;
+            }
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(added, 3);
+    // Without changes, a bookmarks-enabled watch still learns the current revision.
+    let wp = WatchParams::default().timeout(20);
+    let rv = api
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = api.watch(&wp, &rv).await?.boxed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    match tokio::time::timeout_at(deadline, stream.try_next())
+        .await
+        .context("bookmark")??
+    {
+        Some(WatchEvent::Bookmark(b)) => assert!(!b.metadata.resource_version.is_empty()),
+        other => anyhow::bail!("expected a bookmark, got {other:?}"),
+    }
+    // sendInitialEvents without resourceVersionMatch=NotOlderThan is rejected with 422.
+    let req = http::Request::get("/api/v1/namespaces/wl/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true")
+        .body(Vec::new())?;
+    let err = s
+        .client
+        .request_text(req)
+        .await
+        .err()
+        .context("invalid watch-list")?;
+    assert_eq!(api_err(err).0, 422);
+    Ok(())
+}
+
 async fn namespaces_and_subresources(s: &TestServer) -> Result<()> {
     let nsapi: Api<Namespace> = Api::all(s.client.clone());
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -511,6 +576,7 @@ async fn embedded_api() -> Result<()> {
     crud_and_conflicts(&s).await?;
     selectors_and_pages(&s).await?;
     watch_resume(&s).await?;
+    bookmarks_and_initial_events(&s).await?;
     namespaces_and_subresources(&s).await?;
     raw_http_errors(&s).await?;
     s.stop().await

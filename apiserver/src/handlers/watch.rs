@@ -164,7 +164,7 @@ pub async fn serve(
                     }
                 }
                 Ok(Broadcast::Progress(rev)) => {
-                    if !bookmarks || rev <= last_rev {
+                    if !bookmarks || rev < last_rev {
                         continue;
                     }
                     last_rev = rev;
