@@ -23,6 +23,7 @@ use super::strategies::rbac::{BindingStrategy, RoleStrategy};
 use super::strategies::replication_controller::ReplicationControllerStrategy;
 use super::strategies::secret::SecretStrategy;
 use super::strategies::service::ServiceStrategy;
+use super::strategies::storage as st;
 use super::{ResourceInfo, Strategy, Subresource};
 
 const ALL: &[&str] = &["all"];
@@ -159,14 +160,19 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             false,
             STATUS,
-            Basic::<core::PersistentVolume>::cluster(),
+            Basic::<core::PersistentVolume>::cluster()
+                .with_defaults(st::default_pv)
+                .with_on_create(st::pending_status),
         ),
         info(
             core("PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"]),
             NONE,
             true,
             STATUS,
-            Basic::<core::PersistentVolumeClaim>::namespaced(),
+            Basic::<core::PersistentVolumeClaim>::namespaced()
+                .with_defaults(st::default_pvc)
+                .with_on_create(st::pending_status)
+                .with_check(st::check_pvc),
         ),
         info(
             core("ResourceQuota", "resourcequotas", &["quota"]),
@@ -259,7 +265,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             true,
             NO_SUB,
-            Basic::<coordination::Lease>::namespaced(),
+            Basic::<coordination::Lease>::namespaced().with_check(st::check_lease),
         ),
         // discovery.k8s.io/v1
         info(
@@ -295,7 +301,10 @@ pub fn resources() -> Vec<ResourceInfo> {
             ALL,
             true,
             STATUS,
-            Basic::<autoscaling::HorizontalPodAutoscaler>::namespaced().with_generation(),
+            Basic::<autoscaling::HorizontalPodAutoscaler>::namespaced()
+                .with_generation()
+                .with_defaults(st::default_hpa)
+                .with_check(st::check_hpa),
         ),
         // policy/v1
         info(
@@ -391,7 +400,9 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             false,
             NO_SUB,
-            Basic::<storage::StorageClass>::cluster(),
+            Basic::<storage::StorageClass>::cluster()
+                .with_defaults(st::default_storage_class)
+                .with_check(st::check_storage_class),
         ),
         // scheduling.k8s.io/v1
         info(
@@ -405,7 +416,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             false,
             NO_SUB,
-            Basic::<scheduling::PriorityClass>::cluster(),
+            Basic::<scheduling::PriorityClass>::cluster().with_defaults(st::default_priority_class),
         ),
     ]
 }

@@ -13,6 +13,7 @@ pub mod rbac;
 pub mod replication_controller;
 pub mod secret;
 pub mod service;
+pub mod storage;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
