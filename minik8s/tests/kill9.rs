@@ -10,14 +10,21 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start(dir: &std::path::Path, port: u16) -> Result<Child> {
     Ok(Command::new(env!("CARGO_BIN_EXE_minik8s"))
         .args(["server", "--data-dir"])
         .arg(dir)
-        .args(["--https-listen-port", &port.to_string(), "--bind-address", "127.0.0.1"])
+        .args([
+            "--https-listen-port",
+            &port.to_string(),
+            "--bind-address",
+            "127.0.0.1",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
@@ -56,7 +63,11 @@ async fn acknowledged_writes_survive_kill_9() -> Result<()> {
                     "metadata": {"name": format!("durable-{i}")}, "data": {"v": "x".repeat(1024)}
                 }))
                 .ok()?;
-                api.create(&PostParams::default(), &cm).await.ok()?.metadata.name
+                api.create(&PostParams::default(), &cm)
+                    .await
+                    .ok()?
+                    .metadata
+                    .name
             }
         })
         .buffer_unordered(32)
@@ -66,18 +77,29 @@ async fn acknowledged_writes_survive_kill_9() -> Result<()> {
     // No graceful shutdown: SIGKILL at once.
     child.kill().context("kill -9")?;
     child.wait()?;
-    assert_eq!(acked.len(), 300, "every create should have been acknowledged");
+    assert_eq!(
+        acked.len(),
+        300,
+        "every create should have been acknowledged"
+    );
 
     let mut child = start(dir.path(), port)?;
     let res = async {
         let c = client(dir.path()).await?;
         let api: Api<ConfigMap> = Api::namespaced(c, "default");
         let list = api.list(&ListParams::default()).await?;
-        let names: std::collections::HashSet<String> =
-            list.items.into_iter().filter_map(|c| c.metadata.name).collect();
+        let names: std::collections::HashSet<String> = list
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
         let lost: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
         if !lost.is_empty() {
-            bail!("{} acknowledged objects lost after kill -9: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+            bail!(
+                "{} acknowledged objects lost after kill -9: {:?}",
+                lost.len(),
+                &lost[..lost.len().min(5)]
+            );
         }
         Ok(())
     }
