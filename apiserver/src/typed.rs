@@ -12,14 +12,16 @@ use k8s_openapi::api::{
     scheduling::v1 as scheduling, storage::v1 as storage,
 };
 
-fn rt<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Value> {
-    let t: T = serde_json::from_value(v.clone()).ok()?;
-    serde_json::to_value(t).ok()
+fn rt<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Result<Value, String>> {
+    Some(match serde_json::from_value::<T>(v.clone()) {
+        Ok(t) => serde_json::to_value(t).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    })
 }
 
-/// The object as the typed model of `group`/`kind` sees it, or `None` for kinds without one
-/// (or objects that do not decode; decoding errors are reported by validation).
-pub fn roundtrip(group: &str, kind: &str, v: &Value) -> Option<Value> {
+/// The object as the typed model of `group`/`kind` sees it: `None` for kinds without one,
+/// `Some(Err(..))` when the object does not decode (a field of the wrong type).
+pub fn roundtrip(group: &str, kind: &str, v: &Value) -> Option<Result<Value, String>> {
     match (group, kind) {
         ("", "Namespace") => rt::<core::Namespace>(v),
         ("", "Pod") => rt::<core::Pod>(v),
@@ -108,7 +110,9 @@ mod tests {
                                   "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}}},
             "status": null
         });
-        let typed = roundtrip("apps", "Deployment", &input).unwrap_or_default();
+        let typed = roundtrip("apps", "Deployment", &input)
+            .and_then(Result::ok)
+            .unwrap_or_default();
         assert_eq!(
             unknown_fields(&input, &typed),
             vec![
@@ -122,7 +126,15 @@ mod tests {
     #[test]
     fn known_objects_have_none() {
         let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "v"}});
-        let typed = roundtrip("", "ConfigMap", &input).unwrap_or_default();
+        let typed = roundtrip("", "ConfigMap", &input)
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let bad =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "three"}});
+        assert!(matches!(
+            roundtrip("apps", "Deployment", &bad),
+            Some(Err(_))
+        ));
         assert!(unknown_fields(&input, &typed).is_empty());
         assert!(roundtrip("example.com", "Widget", &input).is_none());
     }

@@ -562,6 +562,33 @@ async fn raw_http_errors(s: &TestServer) -> Result<()> {
         .err()
         .context("oversized")?;
     assert_eq!(api_err(err).0, 413);
+    // A field of the wrong type, and unknown fields under fieldValidation=Strict: 400.
+    let bad_type = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "t"}, "spec": {"replicas": "three"}});
+    let req = http::Request::post("/apis/apps/v1/namespaces/default/deployments")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&bad_type)?)?;
+    let (code, _, msg) = api_err(
+        s.client
+            .request_text(req)
+            .await
+            .err()
+            .context("wrong type")?,
+    );
+    assert_eq!(code, 400);
+    assert!(
+        msg.starts_with("Deployment in version \"v1\" cannot be handled as a Deployment"),
+        "{msg}"
+    );
+    let unknown = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "u"}, "datta": {"a": "b"}});
+    let req = http::Request::post("/api/v1/namespaces/default/configmaps?fieldValidation=Strict")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&unknown)?)?;
+    let (code, _, msg) = api_err(s.client.request_text(req).await.err().context("strict")?);
+    assert_eq!(code, 400);
+    assert!(
+        msg.ends_with("strict decoding error: unknown field \"datta\""),
+        "{msg}"
+    );
     // No credentials: 401 over plain reqwest-less TLS is covered by the e2e script;
     // here: /version answers v1.33.
     let v = s.client.apiserver_version().await?;

@@ -633,17 +633,26 @@ async fn patch(
 /// Unknown fields under `fieldValidation` (Strict: 400; Warn, the default: warnings; Ignore).
 fn field_validation(store: &Store, q: &Query, obj: &Value) -> Result<Vec<String>> {
     let mode = q.field_validation.as_deref().unwrap_or("Warn");
-    if mode == "Ignore" {
-        return Ok(Vec::new());
-    }
-    if mode != "Warn" && mode != "Strict" {
+    if !matches!(mode, "Ignore" | "Warn" | "Strict") {
         return Err(Error::BadRequest(format!(
             "fieldValidation: Unsupported value: {mode:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
         )));
     }
-    let Some(typed) = crate::typed::roundtrip(store.info.group, store.info.kind, obj) else {
-        return Ok(Vec::new());
+    let cannot = |detail: String| {
+        Error::BadRequest(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: {detail}",
+            kind = store.info.kind,
+            v = store.info.version,
+        ))
     };
+    let typed = match crate::typed::roundtrip(store.info.group, store.info.kind, obj) {
+        None => return Ok(Vec::new()),
+        Some(Err(e)) => return Err(cannot(e)),
+        Some(Ok(t)) => t,
+    };
+    if mode == "Ignore" {
+        return Ok(Vec::new());
+    }
     let unknown: Vec<String> = crate::typed::unknown_fields(obj, &typed)
         .into_iter()
         .map(|f| format!("unknown field \"{f}\""))
@@ -651,11 +660,9 @@ fn field_validation(store: &Store, q: &Query, obj: &Value) -> Result<Vec<String>
     if unknown.is_empty() || mode == "Warn" {
         return Ok(unknown);
     }
-    Err(Error::BadRequest(format!(
-        "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
-        unknown.join(", "),
-        kind = store.info.kind,
-        v = store.info.version,
+    Err(cannot(format!(
+        "strict decoding error: {}",
+        unknown.join(", ")
     )))
 }
 
