@@ -101,6 +101,10 @@ pub async fn serve(
         None | Some("0") => None,
         Some(r) => Some(object::parse_resource_version(r).map_err(Error::BadRequest)?),
     };
+    if rv.is_none() {
+        // Unset: start from a consistent, most recent state.
+        store.wait_fresh().await?;
+    }
     if let Some(n) = from {
         if !state.registry.caches.wait_for(n, FUTURE_RV_WAIT).await {
             return Err(Error::Timeout(format!(

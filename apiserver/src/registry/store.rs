@@ -126,7 +126,7 @@ impl Store {
     }
 
     /// Waits until the cache reflects everything the store has committed.
-    async fn wait_fresh(&self) -> Result<()> {
+    pub async fn wait_fresh(&self) -> Result<()> {
         let rev = self.backend.current_revision().await?;
         if self.caches.wait_for(rev, FRESHNESS_TIMEOUT).await {
             Ok(())
@@ -474,6 +474,8 @@ impl Store {
                 m.remove("generation");
             }
         }
+        // Namespace lifecycle is admission: it answers before validation, like upstream.
+        self.check_namespace(ns).await?;
         let strategy = &self.info.strategy;
         strategy.default(&mut obj);
         strategy.prepare_for_create(&mut obj);
@@ -482,7 +484,6 @@ impl Store {
         if !errs.is_empty() {
             return Err(self.invalid(&name, errs));
         }
-        self.check_namespace(ns).await?;
         if opts.dry_run {
             if self.cache.get(&self.key(ns, &name)).is_some() {
                 return Err(Error::AlreadyExists {
