@@ -303,21 +303,10 @@ fn decode_object(ct: &str, body: &[u8]) -> Result<Value> {
     if !v.is_object() {
         return Err(Error::BadRequest(format!(
             "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
-            json_type_name(&v)
+            crate::validation::json_type_name(&v)
         )));
     }
     Ok(v)
-}
-
-fn json_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 fn check_accept(req: &Request<Incoming>) -> Result<()> {

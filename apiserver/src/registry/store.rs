@@ -128,14 +128,7 @@ impl Store {
     /// Waits until the cache reflects everything the store has committed.
     pub async fn wait_fresh(&self) -> Result<()> {
         let rev = self.backend.current_revision().await?;
-        if self.caches.wait_for(rev, FRESHNESS_TIMEOUT).await {
-            Ok(())
-        } else {
-            Err(Error::Timeout(format!(
-                "Too large resource version: {rev}, current: {}",
-                self.caches.seen()
-            )))
-        }
+        self.wait_for(rev).await
     }
 
     /// Waits until the cache has reached `rev`.
