@@ -82,6 +82,62 @@ pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     parse_status_kib(&text, field).with_context(|| format!("no {field} in {path}"))
 }
 
+/// CPU time (user + system, all threads) a process has used, from `/proc/<pid>/stat`.
+pub fn proc_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_stat_cpu_seconds(&text).with_context(|| format!("unexpected format of {path}"))
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`: USER_HZ, 100 on every Linux ABI.
+const USER_HZ: f64 = 100.0;
+
+fn parse_stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // Fields after the command name, which may hold spaces and ends at the last ')':
+    // state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15)
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// CPU used by this process and, when known, the measured server, over a span of time.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    server_pid: Option<u32>,
+    start: std::time::Instant,
+    own: f64,
+    server: f64,
+}
+
+impl CpuMeter {
+    /// Starts measuring.
+    pub fn start(server_pid: Option<u32>) -> Self {
+        CpuMeter {
+            server_pid,
+            start: std::time::Instant::now(),
+            own: proc_cpu_seconds(std::process::id()).unwrap_or(0.0),
+            server: server_pid
+                .and_then(|p| proc_cpu_seconds(p).ok())
+                .unwrap_or(0.0),
+        }
+    }
+
+    /// `cpu: server 1.2 s, bench 0.8 s in 2.0 s` since `start`.
+    pub fn summary(&self) -> String {
+        let wall = self.start.elapsed().as_secs_f64();
+        let own = proc_cpu_seconds(std::process::id()).unwrap_or(0.0) - self.own;
+        match self.server_pid.and_then(|p| proc_cpu_seconds(p).ok()) {
+            Some(server) => format!(
+                "cpu: server {:.1} s, bench {own:.1} s in {wall:.1} s",
+                server - self.server
+            ),
+            None => format!("cpu: bench {own:.1} s in {wall:.1} s"),
+        }
+    }
+}
+
 fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
@@ -172,6 +228,14 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(40960));
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(51200));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn stat_cpu_time() {
+        let stat = "4242 (mini k8s) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1 0";
+        assert_eq!(parse_stat_cpu_seconds(stat), Some(3.0));
+        assert_eq!(parse_stat_cpu_seconds("garbage"), None);
+        assert!(proc_cpu_seconds(std::process::id()).is_ok());
     }
 
     #[test]
