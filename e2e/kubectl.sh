@@ -10,6 +10,7 @@
 #                 when this variable is unset)
 #   KUBECTL       kubectl to run (default `kubectl` on PATH; may be the version dispatcher)
 #   E2E_ETCD      loopback etcd URL; the server then stores state there under a fresh prefix
+#   E2E_ETCD_PREFIX  that prefix (default /minik8s-e2e-<pid>-<random>; empty: the server's default)
 #   E2E_KEEP=1    keep the temp dir (server log, kubeconfig, dumped YAML) after the run
 #
 # Every check prints PASS/FAIL; a failure shows the command, the expected and the actual
@@ -173,8 +174,11 @@ PORT=$(free_port)
 DATA_DIR=$TMP/data
 SERVER_ARGS=(server --data-dir "$DATA_DIR" --https-listen-port "$PORT" --bind-address 127.0.0.1)
 if [[ -n $E2E_ETCD ]]; then
-    # A fresh key prefix so runs never see each other's objects in a shared etcd.
-    SERVER_ARGS+=(--datastore-endpoint "$E2E_ETCD" --etcd-prefix "/minik8s-e2e-$$-$RANDOM")
+    # A fresh key prefix so runs never see each other's objects in a shared etcd
+    # (E2E_ETCD_PREFIX= uses the server's default, /registry).
+    SERVER_ARGS+=(--datastore-endpoint "$E2E_ETCD")
+    E2E_ETCD_PREFIX=${E2E_ETCD_PREFIX-/minik8s-e2e-$$-$RANDOM}
+    [[ -z $E2E_ETCD_PREFIX ]] || SERVER_ARGS+=(--etcd-prefix "$E2E_ETCD_PREFIX")
 fi
 echo "starting $MINIK8S_BIN ${SERVER_ARGS[*]}"
 START_MS=$(now_ms)
