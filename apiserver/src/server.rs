@@ -59,9 +59,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .context("cannot open the datastore")?;
 
     let resources = crate::registry::table::resources();
-    let caches = Caches::new(&resources);
-    let root = format!("{}/", cfg.etcd_prefix.trim_end_matches('/'));
-    let feeder = caches.spawn_feeder(backend.clone(), root, shutdown.clone());
+    let caches = Caches::new(&resources, &cfg.etcd_prefix);
+    let feeder = caches.spawn_feeder(backend.clone(), shutdown.clone());
     tokio::time::timeout(Duration::from_secs(60), caches.wait_ready())
         .await
         .context("timed out loading the watch cache from the datastore")?;

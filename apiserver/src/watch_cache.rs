@@ -148,10 +148,14 @@ pub enum CacheError {
 }
 
 impl WatchCache {
-    fn new(info: ResourceInfo) -> Self {
+    fn new(info: ResourceInfo, root: &str) -> Self {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let prefix = format!(
+            "{root}{}",
+            info.key_prefix().trim_start_matches("/registry/")
+        );
         WatchCache {
-            prefix: info.key_prefix(),
+            prefix,
             info,
             inner: RwLock::new(Inner {
                 objects: BTreeMap::new(),
@@ -437,6 +441,8 @@ pub fn filtered_type(e: &CacheEvent, filter: &Filter) -> Option<EventType> {
 
 /// All resource caches, fed by one backend watch.
 pub struct Caches {
+    /// Key prefix of everything stored, ending in `/` (`/registry/`).
+    root: String,
     by_resource: HashMap<(String, String), Arc<WatchCache>>,
     by_prefix: HashMap<String, Vec<Arc<WatchCache>>>,
     seen_tx: watch::Sender<i64>,
@@ -447,11 +453,12 @@ pub struct Caches {
 
 impl Caches {
     /// Builds one cache per resource; call `spawn_feeder` to fill them.
-    pub fn new(resources: &[ResourceInfo]) -> Arc<Self> {
+    pub fn new(resources: &[ResourceInfo], root: &str) -> Arc<Self> {
+        let root = format!("{}/", root.trim_end_matches('/'));
         let mut by_resource = HashMap::new();
         let mut by_prefix: HashMap<String, Vec<Arc<WatchCache>>> = HashMap::new();
         for r in resources {
-            let c = Arc::new(WatchCache::new(r.clone()));
+            let c = Arc::new(WatchCache::new(r.clone(), &root));
             by_prefix
                 .entry(c.prefix.clone())
                 .or_default()
@@ -461,6 +468,7 @@ impl Caches {
         let (seen_tx, seen_rx) = watch::channel(0);
         let (ready_tx, ready) = watch::channel(false);
         Arc::new(Caches {
+            root,
             by_resource,
             by_prefix,
             seen_tx,
@@ -506,16 +514,16 @@ impl Caches {
     }
 
     fn caches_for_key(&self, key: &str) -> Option<&Vec<Arc<WatchCache>>> {
-        // keys look like /registry/<res>/... or /registry/<group>/<res>/...
-        let mut slashes = key.match_indices('/').map(|(i, _)| i);
-        let _root = slashes.next();
-        let _reg = slashes.next();
-        let third = slashes.next()?;
-        if let Some(c) = self.by_prefix.get(&key[..=third]) {
+        // Below the root, keys are <res>/... or <group>/<res>/...
+        let rest = key.strip_prefix(self.root.as_str())?;
+        let mut slashes = rest.match_indices('/').map(|(i, _)| i);
+        let first = slashes.next()?;
+        let n = self.root.len();
+        if let Some(c) = self.by_prefix.get(&key[..=n + first]) {
             return Some(c);
         }
-        let fourth = slashes.next()?;
-        self.by_prefix.get(&key[..=fourth])
+        let second = slashes.next()?;
+        self.by_prefix.get(&key[..=n + second])
     }
 
     async fn load(&self, backend: &dyn Backend, root: &str) -> storage::Result<i64> {
@@ -569,10 +577,10 @@ impl Caches {
     pub fn spawn_feeder(
         self: &Arc<Self>,
         backend: Arc<dyn Backend>,
-        root: String,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        let root = self.root.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {

@@ -48,6 +48,24 @@ impl TestServer {
         })
     }
 
+    async fn start_with_prefix(dir: &Path, etcd: &str, prefix: &str) -> Result<Self> {
+        let mut cfg = apiserver::Config::for_test(dir.to_path_buf());
+        cfg.datastore_endpoint = vec![etcd.to_string()];
+        cfg.etcd_prefix = prefix.to_string();
+        let shutdown = CancellationToken::new();
+        let server = apiserver::start(cfg, shutdown.clone()).await?;
+        let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig)?;
+        let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(TestServer {
+            client: Client::try_from(conf)?,
+            url: server.url.clone(),
+            kubeconfig: server.kubeconfig.clone(),
+            shutdown,
+            server: Some(server),
+            _dir: None,
+        })
+    }
+
     async fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut s = Self::start_in(dir.path(), None).await?;
@@ -725,4 +743,40 @@ async fn unauthenticated_requests_get_401() -> Result<()> {
     assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
     anon.apiserver_version().await?;
     s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_share_one_etcd_under_different_prefixes() -> Result<()> {
+    let etcd = support::etcd::TestEtcd::start().await;
+    let (d1, d2) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let a = TestServer::start_with_prefix(d1.path(), &etcd.endpoint, "/cluster-a").await?;
+    let b = TestServer::start_with_prefix(d2.path(), &etcd.endpoint, "/cluster-b").await?;
+    let ca: Api<ConfigMap> = Api::namespaced(a.client.clone(), "default");
+    let cb: Api<ConfigMap> = Api::namespaced(b.client.clone(), "default");
+    ca.create(&PostParams::default(), &cm("only-a", json!({}), json!({})))
+        .await?;
+    // The newest etcd revision now belongs to cluster b: a's reads must not wait for it.
+    cb.create(&PostParams::default(), &cm("only-b", json!({}), json!({})))
+        .await?;
+    let started = std::time::Instant::now();
+    ca.get("only-a").await?;
+    let names: Vec<String> = ca
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(names, vec!["only-a"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "reads took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        api_err(cb.get("only-a").await.err().context("isolation")?).0,
+        404
+    );
+    a.stop().await?;
+    b.stop().await
 }

@@ -103,7 +103,7 @@ pub async fn serve(
     };
     if rv.is_none() {
         // Unset: start from a consistent, most recent state.
-        store.wait_fresh().await?;
+        store.fresh_or_revision().await?;
     }
     if let Some(n) = from {
         if !state.registry.caches.wait_for(n, FUTURE_RV_WAIT).await {

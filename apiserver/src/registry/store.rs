@@ -19,6 +19,8 @@ use crate::watch_cache::{CachedObject, Caches, Filter, WatchCache};
 
 /// How long a read waits for the cache to reach a revision before giving up.
 const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a consistent read waits for the cache before reading the store directly.
+const FOREIGN_REVISION_WAIT: Duration = Duration::from_millis(500);
 /// Attempts of an unconditional update under contention before giving up.
 const MAX_UPDATE_ATTEMPTS: usize = 32;
 
@@ -125,6 +127,19 @@ impl Store {
         }
     }
 
+    /// `None` when the cache has caught up with the store's newest revision; otherwise
+    /// (after a short wait) that revision, for reading from the store directly. The cache
+    /// only sees revisions under its key prefix; in an etcd shared with other writers the
+    /// newest revision may belong to someone else's key.
+    pub async fn fresh_or_revision(&self) -> Result<Option<i64>> {
+        let rev = self.backend.current_revision().await?;
+        if self.caches.wait_for(rev, FOREIGN_REVISION_WAIT).await {
+            Ok(None)
+        } else {
+            Ok(Some(rev))
+        }
+    }
+
     /// Waits until the cache reflects everything the store has committed.
     pub async fn wait_fresh(&self) -> Result<()> {
         let rev = self.backend.current_revision().await?;
@@ -171,7 +186,24 @@ impl Store {
     /// GET one object.
     pub async fn get(&self, ns: &str, name: &str, resource_version: Option<&str>) -> Result<Bytes> {
         match resource_version.filter(|s| !s.is_empty()) {
-            None => self.wait_fresh().await?,
+            None => {
+                if self.fresh_or_revision().await?.is_some() {
+                    // The cache cannot show this revision (writes outside our key prefix
+                    // moved the store on): read from the store itself.
+                    return match self.backend.get(&self.key(ns, name)).await? {
+                        Some(kv) => {
+                            Ok(self
+                                .cache
+                                .decode(&kv, None)
+                                .map(|o| o.bytes)
+                                .ok_or_else(|| {
+                                    Error::Internal(format!("stored object {} is not JSON", kv.key))
+                                })?)
+                        }
+                        None => Err(self.not_found(name)),
+                    };
+                }
+            }
             Some("0") => {}
             Some(rv) => {
                 let n = object::parse_resource_version(rv).map_err(Error::BadRequest)?;
@@ -247,10 +279,10 @@ impl Store {
                 self.wait_for(rev).await?;
                 Ok(self.list_from_cache(&filter, p.limit))
             }
-            (None, _) => {
-                self.wait_fresh().await?;
-                Ok(self.list_from_cache(&filter, p.limit))
-            }
+            (None, _) => match self.fresh_or_revision().await? {
+                None => Ok(self.list_from_cache(&filter, p.limit)),
+                Some(rev) => self.list_from_backend(&filter, rev, "", p.limit).await,
+            },
         }
     }
 
