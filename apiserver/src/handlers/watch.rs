@@ -25,6 +25,8 @@ use crate::watch_cache::{filtered_type, Broadcast, CacheError};
 
 /// Frames buffered per watcher between the cache and its connection.
 const WATCHER_BUFFER: usize = 256;
+/// Largest chunk a watcher writes at once.
+const MAX_CHUNK_BYTES: usize = 256 * 1024;
 /// How long a watch waits for the cache to reach a future resourceVersion.
 const FUTURE_RV_WAIT: Duration = Duration::from_secs(3);
 
@@ -150,55 +152,76 @@ pub async fn serve(
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         loop {
-            let msg = tokio::select! {
+            let first = tokio::select! {
                 _ = &mut deadline => return,
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 m = rx.recv() => m,
             };
-            let out = match msg {
-                Ok(Broadcast::Event(e)) => {
-                    if e.revision <= last_rev {
-                        continue;
+            // Everything already queued goes out in one chunk: one write (and one TLS
+            // record) for many events when a watcher is behind or events come in bursts.
+            let mut buf = BytesMut::new();
+            let mut msg = Some(first);
+            let mut end = false;
+            while let Some(m) = msg.take() {
+                match m {
+                    Ok(Broadcast::Event(e)) => {
+                        if e.revision > last_rev {
+                            last_rev = e.revision;
+                            if let Some(t) = filtered_type(&e, &filter) {
+                                buf.put_slice(&frame(t.as_str(), &e.obj.bytes));
+                            }
+                        }
                     }
-                    last_rev = e.revision;
-                    match filtered_type(&e, &filter) {
-                        Some(t) => frame(t.as_str(), &e.obj.bytes),
-                        None => continue,
+                    Ok(Broadcast::Progress(rev)) => {
+                        if bookmarks && rev >= last_rev {
+                            last_rev = rev;
+                            buf.put_slice(&bookmark(&store2, rev, false));
+                        }
                     }
-                }
-                Ok(Broadcast::Progress(rev)) => {
-                    if !bookmarks || rev < last_rev {
-                        continue;
-                    }
-                    last_rev = rev;
-                    bookmark(&store2, rev, false)
-                }
-                Ok(Broadcast::Reset) => return,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::info!(resource = %store2.info.plural, skipped = n, "watcher too slow; closing it");
-                    let e = Error::Expired(format!(
-                        "too old resource version: {last_rev}: watcher fell behind by {n} events"
-                    ));
-                    let _ = tx.try_send(error_frame(&e));
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            // A watcher whose connection does not drain its buffer is cut off instead
-            // of holding events for ever.
-            match tx.try_send(out) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(out)) => {
-                    if tokio::time::timeout(Duration::from_secs(10), tx.send(out))
-                        .await
-                        .is_err()
-                    {
-                        tracing::info!(resource = %store2.info.plural, "watcher not reading; closing it");
-                        return;
+                    Ok(Broadcast::Reset) | Err(broadcast::error::RecvError::Closed) => end = true,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::info!(resource = %store2.info.plural, skipped = n, "watcher too slow; closing it");
+                        let e = Error::Expired(format!(
+                            "too old resource version: {last_rev}: watcher fell behind by {n} events"
+                        ));
+                        buf.put_slice(&error_frame(&e));
+                        end = true;
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                if end || buf.len() >= MAX_CHUNK_BYTES {
+                    break;
+                }
+                msg = match rx.try_recv() {
+                    Ok(m) => Some(Ok(m)),
+                    Err(broadcast::error::TryRecvError::Empty) => None,
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Some(Err(broadcast::error::RecvError::Lagged(n)))
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        Some(Err(broadcast::error::RecvError::Closed))
+                    }
+                };
+            }
+            if !buf.is_empty() {
+                // A watcher whose connection does not drain its buffer is cut off instead
+                // of holding events for ever.
+                match tx.try_send(buf.freeze()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(out)) => {
+                        if tokio::time::timeout(Duration::from_secs(10), tx.send(out))
+                            .await
+                            .is_err()
+                        {
+                            tracing::info!(resource = %store2.info.plural, "watcher not reading; closing it");
+                            return;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            if end {
+                return;
             }
         }
     });
