@@ -31,6 +31,7 @@ need() {
 need build-essential          # cc, make: ring and SQLite (bundled) compile C
 need pkg-config pkg-config
 need curl curl
+need jq jq                    # e2e/kubectl.sh reads kubectl JSON output
 need etcd-server etcd         # the etcd backend tests start /usr/bin/etcd
 need protobuf-compiler protoc # etcd-client's build script
 need libprotobuf-dev /usr/include/google/protobuf/descriptor.proto
