@@ -129,7 +129,7 @@ pub(crate) fn access_modes(modes: &[Value]) -> String {
 }
 
 /// The beta storage-class annotation wins over `spec.storageClassName`, as upstream.
-fn storage_class_name<'a>(obj: &'a Value) -> &'a str {
+fn storage_class_name(obj: &Value) -> &str {
     get(
         obj,
         &[

@@ -653,7 +653,7 @@ mod tests {
         };
         let (s1, st1) = cpu(Some(80), Some(50));
         assert_eq!(
-            format_hpa_metrics(&[s1.clone()], &[st1.unwrap_or_default()]),
+            format_hpa_metrics(std::slice::from_ref(&s1), &[st1.unwrap_or_default()]),
             "cpu: 50%/80%"
         );
         let (s2, _) = cpu(Some(80), None);
