@@ -274,7 +274,10 @@ pub fn render(
         })
         .collect();
     let mut metadata = Map::new();
-    metadata.insert("resourceVersion".into(), Value::from(resource_version));
+    // ListMeta fields are omitempty upstream.
+    if !resource_version.is_empty() {
+        metadata.insert("resourceVersion".into(), Value::from(resource_version));
+    }
     if let Some(token) = continue_token.filter(|t| !t.is_empty()) {
         metadata.insert("continue".into(), Value::from(token));
     }
@@ -383,6 +386,59 @@ mod tests {
             json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                 "metadata": {"name": "r", "namespace": "ns", "creationTimestamp": "2024-01-01T00:00:00Z"}})
         );
+    }
+
+    #[test]
+    fn pod_table_end_to_end() {
+        let objs = [json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "done", "namespace": "ns", "creationTimestamp": "2024-01-01T00:05:00Z"},
+            "spec": {"containers": [{"name": "a"}]},
+            "status": {"phase": "Succeeded", "containerStatuses": [{"name": "a", "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}})];
+        let t = render("", "Pod", &objs, &IncludeObject::Metadata, "", None, now());
+        assert_eq!(t["metadata"], json!({}));
+        let cols: Vec<(&str, i64)> = t["columnDefinitions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or(""),
+                    c["priority"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        assert_eq!(
+            cols,
+            [
+                ("Name", 0),
+                ("Ready", 0),
+                ("Status", 0),
+                ("Restarts", 0),
+                ("Age", 0),
+                ("IP", 1),
+                ("Node", 1),
+                ("Nominated Node", 1),
+                ("Readiness Gates", 1)
+            ]
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "done",
+                "0/1",
+                "Completed",
+                "0",
+                "5m",
+                "<none>",
+                "<none>",
+                "<none>",
+                "<none>"
+            ])
+        );
+        assert_eq!(t["rows"][0]["conditions"][0]["reason"], "Succeeded");
+        assert_eq!(t["rows"][0]["object"]["metadata"]["namespace"], "ns");
     }
 
     #[test]
