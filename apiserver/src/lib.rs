@@ -12,6 +12,7 @@ pub mod request_info;
 pub mod selector;
 pub mod server;
 pub mod storage;
+pub mod table;
 pub mod typed;
 pub mod validation;
 pub mod watch_cache;

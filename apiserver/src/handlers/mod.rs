@@ -422,6 +422,23 @@ async fn resource(
     if info.verb != "watch" {
         check_accept(&req)?;
     }
+    // `kubectl get` asks for a Table (as=Table;g=meta.k8s.io;v=v1) for reads.
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let table = if matches!(info.verb.as_str(), "get" | "list" | "watch")
+        && sub.is_none()
+        && crate::table::wants_table(accept)
+    {
+        Some(
+            crate::table::IncludeObject::parse(q.raw.get("includeObject").map(String::as_str))
+                .map_err(Error::BadRequest)?,
+        )
+    } else {
+        None
+    };
     let ns = url_ns;
     let name = info.name.clone();
     match info.verb.as_str() {
@@ -434,18 +451,62 @@ async fn resource(
                 ));
             }
             let b = store.get(&ns, &name, q.resource_version.as_deref()).await?;
-            Ok(json_response(StatusCode::OK, b))
+            match table {
+                None => Ok(json_response(StatusCode::OK, b)),
+                Some(include) => {
+                    let obj: Value =
+                        serde_json::from_slice(&b).map_err(|e| Error::Internal(e.to_string()))?;
+                    let rv = object::meta_str(&obj, "resourceVersion").to_string();
+                    let t = crate::table::render(
+                        store.info.group,
+                        store.info.kind,
+                        std::slice::from_ref(&obj),
+                        &include,
+                        &rv,
+                        None,
+                        chrono::Utc::now(),
+                    );
+                    Ok(json_response(StatusCode::OK, t.to_string()))
+                }
+            }
         }
         "list" => {
             let p = list_params(q)?;
             check_fields(&store, &p)?;
             let ns_opt = (!ns.is_empty()).then_some(ns.as_str());
-            Ok(json_response(StatusCode::OK, store.list(ns_opt, &p).await?))
+            let b = store.list(ns_opt, &p).await?;
+            match table {
+                None => Ok(json_response(StatusCode::OK, b)),
+                Some(include) => {
+                    let list: Value =
+                        serde_json::from_slice(&b).map_err(|e| Error::Internal(e.to_string()))?;
+                    let items = list
+                        .get("items")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let rv = list
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let cont = list.pointer("/metadata/continue").and_then(Value::as_str);
+                    let t = crate::table::render(
+                        store.info.group,
+                        store.info.kind,
+                        &items,
+                        &include,
+                        rv,
+                        cont,
+                        chrono::Utc::now(),
+                    );
+                    Ok(json_response(StatusCode::OK, t.to_string()))
+                }
+            }
         }
         "watch" => {
             let p = list_params(q)?;
             check_fields(&store, &p)?;
-            watch::serve(state, store, &ns, p, q).await
+            watch::serve(state, store, &ns, p, q, table).await
         }
         "create" => {
             if sub.is_some() || !name.is_empty() {

@@ -53,6 +53,22 @@ fn bookmark(store: &Store, rev: i64, initial_end: bool) -> Bytes {
     frame("BOOKMARK", obj.to_string().as_bytes())
 }
 
+/// The next queued broadcast message, if one is queued.
+fn try_next(
+    rx: &mut broadcast::Receiver<Broadcast>,
+) -> Option<Result<Broadcast, broadcast::error::RecvError>> {
+    match rx.try_recv() {
+        Ok(m) => Some(Ok(m)),
+        Err(broadcast::error::TryRecvError::Empty) => None,
+        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+            Some(Err(broadcast::error::RecvError::Lagged(n)))
+        }
+        Err(broadcast::error::TryRecvError::Closed) => {
+            Some(Err(broadcast::error::RecvError::Closed))
+        }
+    }
+}
+
 /// Serves a watch request.
 pub async fn serve(
     state: &Arc<ApiState>,
@@ -60,6 +76,7 @@ pub async fn serve(
     ns: &str,
     mut p: ListParams,
     q: &Query,
+    table: Option<crate::table::IncludeObject>,
 ) -> Result<Response<Body>> {
     if store.info.namespaced && !ns.is_empty() {
         p.filter.namespace = Some(ns.to_string());
@@ -140,8 +157,27 @@ pub async fn serve(
             }
         };
         let mut rx = start.rx;
+        let encode = |kind: &str, obj: &Bytes| -> Bytes {
+            match &table {
+                None => frame(kind, obj),
+                Some(include) => {
+                    let v: serde_json::Value = serde_json::from_slice(obj).unwrap_or_default();
+                    let rv = crate::object::meta_str(&v, "resourceVersion").to_string();
+                    let t = crate::table::render(
+                        store2.info.group,
+                        store2.info.kind,
+                        std::slice::from_ref(&v),
+                        include,
+                        &rv,
+                        None,
+                        chrono::Utc::now(),
+                    );
+                    frame(kind, t.to_string().as_bytes())
+                }
+            }
+        };
         for (t, o) in &start.initial {
-            if tx.send(frame(t.as_str(), &o.bytes)).await.is_err() {
+            if tx.send(encode(t.as_str(), &o.bytes)).await.is_err() {
                 return;
             }
         }
@@ -163,13 +199,14 @@ pub async fn serve(
             let mut buf = BytesMut::new();
             let mut msg = Some(first);
             let mut end = false;
+            let mut yielded = false;
             while let Some(m) = msg.take() {
                 match m {
                     Ok(Broadcast::Event(e)) => {
                         if e.revision > last_rev {
                             last_rev = e.revision;
                             if let Some(t) = filtered_type(&e, &filter) {
-                                buf.put_slice(&frame(t.as_str(), &e.obj.bytes));
+                                buf.put_slice(&encode(t.as_str(), &e.obj.bytes));
                             }
                         }
                     }
@@ -192,16 +229,14 @@ pub async fn serve(
                 if end || buf.len() >= MAX_CHUNK_BYTES {
                     break;
                 }
-                msg = match rx.try_recv() {
-                    Ok(m) => Some(Ok(m)),
-                    Err(broadcast::error::TryRecvError::Empty) => None,
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                        Some(Err(broadcast::error::RecvError::Lagged(n)))
-                    }
-                    Err(broadcast::error::TryRecvError::Closed) => {
-                        Some(Err(broadcast::error::RecvError::Closed))
-                    }
-                };
+                msg = try_next(&mut rx);
+                if msg.is_none() && !yielded {
+                    // Let the feeder and the other watchers run once: events that arrive
+                    // meanwhile go out in this same chunk.
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                    msg = try_next(&mut rx);
+                }
             }
             if !buf.is_empty() {
                 // A watcher whose connection does not drain its buffer is cut off instead
