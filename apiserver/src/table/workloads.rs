@@ -178,20 +178,18 @@ fn deployment_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 fn replica_set_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let (names, images) = template_containers(obj, &["spec", "template", "spec", "containers"]);
-    vec![
-        name(obj),
-        Value::from(int_at(obj, &["spec", "replicas"])),
-        Value::from(int_at(obj, &["status", "replicas"])),
-        Value::from(int_at(obj, &["status", "readyReplicas"])),
-        age(obj, now),
-        names,
-        images,
-        Value::from(format_label_selector(get(obj, &["spec", "selector"]))),
-    ]
+    let selector = format_label_selector(get(obj, &["spec", "selector"]));
+    replica_cells(obj, now, selector)
 }
 
+/// ReplicationControllers select with a plain label map.
 fn replication_controller_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let selector = format_labels(get(obj, &["spec", "selector"]));
+    replica_cells(obj, now, selector)
+}
+
+/// Desired, Current, Ready, Age, then (wide) Containers, Images, Selector.
+fn replica_cells(obj: &Value, now: DateTime<Utc>, selector: String) -> Vec<Value> {
     let (names, images) = template_containers(obj, &["spec", "template", "spec", "containers"]);
     vec![
         name(obj),
@@ -201,7 +199,7 @@ fn replication_controller_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         age(obj, now),
         names,
         images,
-        Value::from(format_labels(get(obj, &["spec", "selector"]))),
+        Value::from(selector),
     ]
 }
 
