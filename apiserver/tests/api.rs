@@ -780,3 +780,98 @@ async fn two_clusters_share_one_etcd_under_different_prefixes() -> Result<()> {
     a.stop().await?;
     b.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_cut_off_and_stalls_no_one() -> Result<()> {
+    let s = TestServer::start().await?;
+    s.namespace("slow").await?;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "slow");
+    let rv = api
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    // The slow watcher: its response is never read, so its connection fills up.
+    let slow = api
+        .watch(&WatchParams::default().timeout(120), &rv)
+        .await?
+        .boxed();
+    // A live watcher on a connection of its own.
+    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig)?;
+    let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let fast_api: Api<ConfigMap> = Api::namespaced(Client::try_from(conf)?, "slow");
+    let mut fast = fast_api
+        .watch(&WatchParams::default().timeout(120), &rv)
+        .await?
+        .boxed();
+
+    // ~60 MiB of events: far more than socket buffers and the server's per-watcher buffer.
+    const EVENTS: usize = 3000;
+    let payload = "x".repeat(20 * 1024);
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(0..EVENTS)
+                .map(|i| {
+                    let api = api.clone();
+                    let payload = payload.clone();
+                    async move {
+                        api.create(
+                            &PostParams::default(),
+                            &cm(&format!("e{i}"), json!({}), json!({"p": payload})),
+                        )
+                        .await
+                    }
+                })
+                .buffer_unordered(16)
+                .try_for_each(|_| async { Ok(()) })
+                .await
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut got = 0usize;
+    while got < EVENTS {
+        match tokio::time::timeout(Duration::from_secs(60), fast.try_next())
+            .await
+            .context("fast watcher stalled")??
+        {
+            Some(WatchEvent::Added(_)) => got += 1,
+            Some(_) => {}
+            None => anyhow::bail!("fast watcher ended after {got} events"),
+        }
+    }
+    writer.await??;
+    let fast_time = started.elapsed();
+    // The server closes a watcher whose connection has taken nothing for 5 s. The slow one
+    // stopped taking within the first second of writes; leave it unread past that deadline.
+    tokio::time::sleep_until((started + Duration::from_secs(9)).into()).await;
+
+    // The slow watcher was closed by the server: reading it now yields what was buffered,
+    // then the end (or a 410), well before every event.
+    let mut slow = slow;
+    let mut slow_got = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match slow.try_next().await {
+                Ok(Some(WatchEvent::Added(_))) => slow_got += 1,
+                Ok(Some(WatchEvent::Error(e))) => {
+                    assert_eq!(e.code, 410);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the slow watcher was not cut off");
+    assert!(
+        slow_got < EVENTS,
+        "the slow watcher received everything ({slow_got}); it was never cut off"
+    );
+    eprintln!(
+        "fast watcher: {EVENTS} events in {fast_time:?}; slow watcher cut off after {slow_got}"
+    );
+    s.stop().await
+}

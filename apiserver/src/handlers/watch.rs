@@ -23,10 +23,13 @@ use crate::request_info::Query;
 use crate::validation::FieldError;
 use crate::watch_cache::{filtered_type, Broadcast, CacheError};
 
-/// Frames buffered per watcher between the cache and its connection.
-const WATCHER_BUFFER: usize = 256;
+/// Chunks buffered per watcher between the cache and its connection: with
+/// `MAX_CHUNK_BYTES` this bounds what one watcher that does not read can hold (512 KiB).
+const WATCHER_BUFFER: usize = 8;
 /// Largest chunk a watcher writes at once.
-const MAX_CHUNK_BYTES: usize = 256 * 1024;
+const MAX_CHUNK_BYTES: usize = 64 * 1024;
+/// How long a watcher whose connection takes nothing may hold its events before it is closed.
+const STALLED_WATCHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a watch waits for the cache to reach a future resourceVersion.
 const FUTURE_RV_WAIT: Duration = Duration::from_secs(3);
 
@@ -244,7 +247,7 @@ pub async fn serve(
                 match tx.try_send(buf.freeze()) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(out)) => {
-                        if tokio::time::timeout(Duration::from_secs(10), tx.send(out))
+                        if tokio::time::timeout(STALLED_WATCHER_TIMEOUT, tx.send(out))
                             .await
                             .is_err()
                         {
