@@ -42,6 +42,37 @@ pub struct EtcdBackend {
 }
 
 impl EtcdBackend {
+    /// Runs `op` on an existing `key` when `compares` hold; otherwise NotFound (the key is
+    /// gone) or Conflict with its current value.
+    async fn guarded_txn(
+        &self,
+        what: &str,
+        key: &str,
+        compares: Vec<Compare>,
+        op: TxnOp,
+    ) -> Result<etcd_client::TxnResponse> {
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(vec![op])
+            .or_else(vec![TxnOp::get(key, None)]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| backend_err(what, e))?;
+        if resp.succeeded() {
+            return Ok(resp);
+        }
+        match else_get(resp.op_responses())? {
+            None => Err(Error::NotFound(key.to_string())),
+            Some(current) => Err(Error::Conflict {
+                key: key.to_string(),
+                current: Some(Box::new(current)),
+            }),
+        }
+    }
+
     /// Connects to an etcd cluster (`http://host:port` endpoints) and checks it answers.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
         if endpoints.is_empty() {
@@ -269,32 +300,12 @@ impl Backend for EtcdBackend {
         expected_mod_revision: i64,
     ) -> Result<KeyValue> {
         // The key must exist: a missing key's mod revision is 0, which would match 0.
-        let txn = Txn::new()
-            .when(vec![
-                Compare::create_revision(key, CompareOp::Greater, 0),
-                Compare::mod_revision(key, CompareOp::Equal, expected_mod_revision),
-            ])
-            .and_then(vec![TxnOp::put(
-                key,
-                value.to_vec(),
-                Some(PutOptions::new().with_prev_key()),
-            )])
-            .or_else(vec![TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| backend_err("update", e))?;
-        if !resp.succeeded() {
-            return match else_get(resp.op_responses())? {
-                None => Err(Error::NotFound(key.to_string())),
-                Some(current) => Err(Error::Conflict {
-                    key: key.to_string(),
-                    current: Some(Box::new(current)),
-                }),
-            };
-        }
+        let compares = vec![
+            Compare::create_revision(key, CompareOp::Greater, 0),
+            Compare::mod_revision(key, CompareOp::Equal, expected_mod_revision),
+        ];
+        let op = TxnOp::put(key, value.to_vec(), Some(PutOptions::new().with_prev_key()));
+        let resp = self.guarded_txn("update", key, compares, op).await?;
         let rev = header_revision(resp.header())?;
         let create_revision = resp
             .op_responses()
@@ -321,28 +332,8 @@ impl Backend for EtcdBackend {
                 expected_mod_revision,
             ));
         }
-        let txn = Txn::new()
-            .when(compares)
-            .and_then(vec![TxnOp::delete(
-                key,
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else(vec![TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| backend_err("delete", e))?;
-        if !resp.succeeded() {
-            return match else_get(resp.op_responses())? {
-                None => Err(Error::NotFound(key.to_string())),
-                Some(current) => Err(Error::Conflict {
-                    key: key.to_string(),
-                    current: Some(Box::new(current)),
-                }),
-            };
-        }
+        let op = TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()));
+        let resp = self.guarded_txn("delete", key, compares, op).await?;
         let rev = header_revision(resp.header())?;
         let prev = resp
             .op_responses()
