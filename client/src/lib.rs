@@ -1,7 +1,7 @@
 //! Shared client setup for minik8s components: every component talks to the API server
 //! over HTTP with kube-rs, exactly like upstream components do.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Errors building a client.
 #[derive(Debug, thiserror::Error)]
@@ -36,4 +36,36 @@ pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
             source,
         })?;
     kube::Client::try_from(cfg).map_err(|source| Error::Client { path: p, source })
+}
+
+/// How a component reaches the API server: the flags every component shares.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientArgs {
+    /// Kubeconfig with the API server's address and this component's credentials
+    /// [default: $KUBECONFIG, else ~/.kube/config]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// Client arguments that use the kubeconfig at `path`.
+    pub fn with_kubeconfig(path: impl Into<PathBuf>) -> Self {
+        ClientArgs {
+            kubeconfig: Some(path.into()),
+        }
+    }
+
+    /// Connects to the API server: the `--kubeconfig` file when given, else kube-rs's
+    /// defaults (`$KUBECONFIG`, `~/.kube/config`, in-cluster).
+    pub async fn connect(&self) -> Result<kube::Client, Error> {
+        match &self.kubeconfig {
+            Some(path) => from_kubeconfig(path).await,
+            None => kube::Client::try_default()
+                .await
+                .map_err(|source| Error::Client {
+                    path: "the default kubeconfig".into(),
+                    source,
+                }),
+        }
+    }
 }

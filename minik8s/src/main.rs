@@ -24,8 +24,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the API server over the embedded store or etcd
+    /// Run the control plane: the API server over the embedded store or etcd, the
+    /// controller-manager, the scheduler and (unless --disable-agent) this node's kubelet
     Server(ServerArgs),
+    /// Run only the scheduler against an API server (--kubeconfig)
+    Scheduler(scheduler::Config),
+    /// Run only the controller-manager against an API server (--kubeconfig)
+    ControllerManager(controllers::Config),
+    /// Run only a kubelet (node agent) against an API server (--kubeconfig)
+    Kubelet(kubelet::Config),
     /// Print the version
     Version,
 }
@@ -44,10 +51,17 @@ struct ServerArgs {
     )]
     write_kubeconfig: Option<PathBuf>,
 
-    /// Do not run the node agent (kubelet, proxy) in this process. No agent exists yet, so
-    /// this is accepted and changes nothing today.
+    /// Do not run the node agent (kubelet) in this process
     #[arg(long)]
     disable_agent: bool,
+
+    /// Do not run the scheduler in this process
+    #[arg(long)]
+    disable_scheduler: bool,
+
+    /// Do not run the controller-manager in this process
+    #[arg(long)]
+    disable_controller_manager: bool,
 }
 
 fn main() -> ExitCode {
@@ -70,11 +84,12 @@ fn main() -> ExitCode {
             println!("minik8s {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Server(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-            .and_then(|rt| rt.block_on(server(args))),
+        Command::Server(args) => block_on(server(args)),
+        Command::Scheduler(cfg) => block_on(component("scheduler", scheduler::run, cfg)),
+        Command::ControllerManager(cfg) => {
+            block_on(component("controller-manager", controllers::run, cfg))
+        }
+        Command::Kubelet(cfg) => block_on(component("kubelet", kubelet::run, cfg)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +98,87 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+/// Runs one component on its own until SIGINT/SIGTERM.
+async fn component<C, F, Fut>(name: &'static str, run: F, cfg: C) -> anyhow::Result<()>
+where
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = CancellationToken::new();
+    let task = run(cfg, shutdown.clone());
+    tokio::pin!(task);
+    tokio::select! {
+        result = &mut task => return result.with_context(|| format!("{name} failed")),
+        signal = shutdown_signal() => {
+            tracing::info!(%signal, "{name} shutting down; a second signal exits at once");
+            shutdown.cancel();
+        }
+    }
+    tokio::select! {
+        result = task => result,
+        signal = shutdown_signal() => anyhow::bail!("{signal} during shutdown: exiting without draining"),
+    }
+}
+
+/// The defaults of a component's flags, as if it were started with none.
+fn default_args<T: clap::Args + clap::FromArgMatches>() -> anyhow::Result<T> {
+    let cmd = T::augment_args(clap::Command::new("minik8s"));
+    let m = cmd
+        .try_get_matches_from(["minik8s"])
+        .context("component defaults")?;
+    Ok(T::from_arg_matches(&m)?)
+}
+
+/// Runs a component inside `minik8s server`: an error is logged and the component started
+/// again after a growing pause (1 s doubling to 30 s), until shutdown.
+fn supervise<C, F, Fut>(
+    name: &'static str,
+    cfg: C,
+    run: F,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut pause = std::time::Duration::from_secs(1);
+        loop {
+            let started = std::time::Instant::now();
+            let result = run(cfg.clone(), shutdown.child_token()).await;
+            if shutdown.is_cancelled() {
+                if let Err(e) = result {
+                    tracing::warn!(component = name, "stopped with an error: {e:#}");
+                }
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    tracing::error!(component = name, "stopped on its own; starting it again")
+                }
+                Err(e) => tracing::error!(component = name, "failed: {e:#}; starting it again"),
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                pause = std::time::Duration::from_secs(1);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            pause = (pause * 2).min(std::time::Duration::from_secs(30));
+        }
+    })
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -95,8 +191,33 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
         None => server.kubeconfig.clone(),
     };
+    let components = shutdown.child_token();
+    let mut tasks = Vec::new();
+    let client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
+    if !args.disable_controller_manager {
+        let mut cfg: controllers::Config = default_args()?;
+        cfg.client = client.clone();
+        tasks.push(supervise(
+            "controller-manager",
+            cfg,
+            controllers::run,
+            components.clone(),
+        ));
+    }
+    if !args.disable_scheduler {
+        let mut cfg: scheduler::Config = default_args()?;
+        cfg.client = client.clone();
+        tasks.push(supervise(
+            "scheduler",
+            cfg,
+            scheduler::run,
+            components.clone(),
+        ));
+    }
     if !args.disable_agent {
-        tracing::info!("no node agent yet: this process runs the API server only");
+        let mut cfg: kubelet::Config = default_args()?;
+        cfg.client = client.clone();
+        tasks.push(supervise("kubelet", cfg, kubelet::run, components.clone()));
     }
 
     let addr = server.addr;
@@ -113,6 +234,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
         signal = shutdown_signal() => {
             tracing::info!(%signal, "shutting down; a second signal exits at once");
+            // Components stop first, while the API server still answers them.
+            components.cancel();
+            let stopped = futures::future::join_all(tasks);
+            if tokio::time::timeout(std::time::Duration::from_secs(15), stopped).await.is_err() {
+                tracing::warn!("components did not stop within 15 s");
+            }
             shutdown.cancel();
         }
     }
