@@ -35,6 +35,10 @@ need jq jq                    # e2e/kubectl.sh reads kubectl JSON output
 need etcd-server etcd         # the etcd backend tests start /usr/bin/etcd
 need protobuf-compiler protoc # etcd-client's build script
 need libprotobuf-dev /usr/include/google/protobuf/descriptor.proto
+need docker.io dockerd         # the kubelet runs pods on Docker Engine (hack/docker.sh starts it)
+need busybox-static            # test images are built from it (no registry is reachable)
+need iptables iptables
+need iproute2 ip
 
 # Stock kubectl drives the e2e scenarios. Debian's kubernetes-client (1.20) is far too old and
 # kubectl comes from outside Debian, so this script only reports it.

@@ -24,6 +24,9 @@ section "dependencies"
 bash hack/install-deps.sh
 if [[ -d $HOME/.cargo/bin ]]; then export PATH=$HOME/.cargo/bin:$PATH; fi
 
+section "docker engine"
+bash hack/docker.sh
+
 section "cargo fmt"
 cargo fmt --all -- --check
 
