@@ -262,13 +262,20 @@ impl WatchCache {
     fn apply(&self, ev: &Event) {
         let now = Instant::now();
         let rev = ev.revision();
+        // Decode before taking the lock: readers of the cache never wait on JSON parsing.
+        let decoded = match ev {
+            Event::Put { kv, .. } => match self.decode(kv, None) {
+                Some(o) => Some(Arc::new(o)),
+                None => return,
+            },
+            Event::Delete { .. } => None,
+        };
         let mut inner = self.inner.write();
         let event = match ev {
             Event::Put { kv, .. } => {
-                let Some(o) = self.decode(kv, None) else {
+                let Some(o) = decoded else {
                     return;
                 };
-                let o = Arc::new(o);
                 let prev = inner.objects.insert(kv.key.clone(), o.clone());
                 CacheEvent {
                     revision: rev,
