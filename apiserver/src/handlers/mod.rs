@@ -898,6 +898,8 @@ fn set_pointer(doc: &mut Value, ptr: &str, v: Value) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -150,6 +150,8 @@ fn parse(text: &'static str) -> Result<Schema, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

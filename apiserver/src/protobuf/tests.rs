@@ -1,6 +1,8 @@
 //! Objects encoded with k8s-pb's prost types (upstream's field numbers, independent of our
 //! schema file) decode to the JSON the same object has in upstream's JSON encoding.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use k8s_pb::api::{
