@@ -558,6 +558,89 @@ expect 1 "Error from server (NotFound): error when creating \"$TD/configmap.yaml
     kcreate -n $NS -f $TD/configmap.yaml
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-generators
+scenario "create generators (protobuf bodies)"
+
+# kubectl's typed clients send protobuf: check that these requests really are protobuf.
+# sent_protobuf METHOD LINE CMD...: runs CMD with -v=8; it must succeed, print LINE, and send
+# its METHOD request with Content-Type application/vnd.kubernetes.protobuf.
+sent_protobuf() {
+    local method=$1 line=$2
+    shift 2
+    run "$@" -v=8
+    local desc="$* sends a protobuf $method body and prints \"$line\""
+    CMD="$* -v=8"
+    if [[ $RC -eq 0 ]] && grep -qxF "$line" <<<"$OUT" &&
+        grep -A12 "\"Request\" verb=\"$method\"\\|$method https://" <<<"$OUT" |
+        grep -q "Content-Type: application/vnd.kubernetes.protobuf"; then
+        pass "$desc"
+    else
+        fail "$desc" 0 "$line, and a $method request with Content-Type: application/vnd.kubernetes.protobuf" "(in the -v=8 log)"
+    fi
+}
+sent_protobuf POST "namespace/$NS created" k create namespace $NS
+expect 0 "Active" k get ns $NS -o 'jsonpath={.status.phase}'
+expect 0 "namespace/e2e-gen-dry created (server dry run)" k create namespace e2e-gen-dry --dry-run=server
+expect 1 'Error from server (NotFound): namespaces "e2e-gen-dry" not found' k get ns e2e-gen-dry
+expect 1 'Error from server (AlreadyExists): namespaces "e2e-generators" already exists' k create namespace $NS
+expect 0 "configmap/settings created" k create configmap settings -n $NS --from-literal=mode=fast --from-literal=level=3
+expect 0 "fast 3" k get cm settings -n $NS -o 'jsonpath={.data.mode} {.data.level}'
+expect 0 "secret/creds created" k create secret generic creds -n $NS --from-literal=password=s3cr3t
+expect 0 "czNjcjN0 Opaque" k get secret creds -n $NS -o 'jsonpath={.data.password} {.type}'
+sent_protobuf POST "deployment.apps/web created" k create deployment web -n $NS --image=nginx --replicas=2 --port=80
+expect 0 "2 nginx 80 web RollingUpdate 25% 10 Always ClusterFirst" \
+    k get deploy web -n $NS -o 'jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.selector.matchLabels.app} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.revisionHistoryLimit} {.spec.template.spec.restartPolicy} {.spec.template.spec.dnsPolicy}'
+expect_re 0 '^NAME +READY +UP-TO-DATE +AVAILABLE +AGE
+web +0/2 +0 +0 +[0-9]+[smhd]$' k get deploy web -n $NS
+expect 0 "service/web created" k create service clusterip web -n $NS --tcp=5678:8080
+expect 0 "ClusterIP 5678 8080 TCP 5678-8080 web" \
+    k get svc web -n $NS -o 'jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.ports[0].protocol} {.spec.ports[0].name} {.spec.selector.app}'
+expect 0 "serviceaccount/robot created" k create serviceaccount robot -n $NS
+expect 0 "serviceaccount/robot" k get sa robot -n $NS -o name
+expect 0 "job.batch/once created" k create job once -n $NS --image=busybox -- echo hi
+expect 0 "busybox echo hi Never" \
+    k get job once -n $NS -o 'jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].command[*]} {.spec.template.spec.restartPolicy}'
+expect 0 "cronjob.batch/nightly created" k create cronjob nightly -n $NS --image=busybox --schedule='0 3 * * *' -- date
+expect 0 "0 3 * * * OnFailure date Allow" \
+    k get cronjob nightly -n $NS -o 'jsonpath={.spec.schedule} {.spec.jobTemplate.spec.template.spec.restartPolicy} {.spec.jobTemplate.spec.template.spec.containers[0].command[*]} {.spec.concurrencyPolicy}'
+expect 0 "role.rbac.authorization.k8s.io/pod-reader created" k create role pod-reader -n $NS --verb=get,list --resource=pods
+expect 0 "get list pods" k get role pod-reader -n $NS -o 'jsonpath={.rules[0].verbs[*]} {.rules[0].resources[*]}'
+expect 0 "rolebinding.rbac.authorization.k8s.io/read-pods created" k create rolebinding read-pods -n $NS --role=pod-reader --user=alice
+expect 0 "Role pod-reader User alice" \
+    k get rolebinding read-pods -n $NS -o 'jsonpath={.roleRef.kind} {.roleRef.name} {.subjects[0].kind} {.subjects[0].name}'
+expect 0 "clusterrole.rbac.authorization.k8s.io/e2e-gen-reader created" k create clusterrole e2e-gen-reader --verb=get --resource=nodes
+expect 0 "get nodes" k get clusterrole e2e-gen-reader -o 'jsonpath={.rules[0].verbs[*]} {.rules[0].resources[*]}'
+expect 0 "clusterrolebinding.rbac.authorization.k8s.io/e2e-gen-read created" \
+    k create clusterrolebinding e2e-gen-read --clusterrole=e2e-gen-reader --group=devs
+expect 0 "ClusterRole e2e-gen-reader Group devs" \
+    k get clusterrolebinding e2e-gen-read -o 'jsonpath={.roleRef.kind} {.roleRef.name} {.subjects[0].kind} {.subjects[0].name}'
+expect 0 "resourcequota/quota created" k create quota quota -n $NS --hard=cpu=1,pods=2
+expect 0 "1 2" k get quota quota -n $NS -o 'jsonpath={.spec.hard.cpu} {.spec.hard.pods}'
+expect 0 "priorityclass.scheduling.k8s.io/e2e-gen-high created" k create priorityclass e2e-gen-high --value=1000 --description=high
+expect 0 "1000 high PreemptLowerPriority" \
+    k get priorityclass e2e-gen-high -o 'jsonpath={.value} {.description} {.preemptionPolicy}'
+expect 0 "poddisruptionbudget.policy/web created" k create pdb web -n $NS --selector=app=web --min-available=1
+expect 0 "1 web" k get pdb web -n $NS -o 'jsonpath={.spec.minAvailable} {.spec.selector.matchLabels.app}'
+expect 0 "ingress.networking.k8s.io/web created" k create ingress web -n $NS --rule='foo.com/bar=web:8080'
+expect 0 "foo.com /bar Exact web 8080" \
+    k get ingress web -n $NS -o 'jsonpath={.spec.rules[0].host} {.spec.rules[0].http.paths[0].path} {.spec.rules[0].http.paths[0].pathType} {.spec.rules[0].http.paths[0].backend.service.name} {.spec.rules[0].http.paths[0].backend.service.port.number}'
+expect 1 "error: failed to create deployment: Deployment.apps \"Bad\" is invalid: metadata.name: Invalid value: \"Bad\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')" \
+    k create deployment Bad -n $NS --image=nginx
+expect 0 "horizontalpodautoscaler.autoscaling/web autoscaled" k autoscale deployment web -n $NS --min=1 --max=5 --cpu-percent=80
+expect 0 "Deployment web 1 5 80" \
+    k get hpa web -n $NS -o 'jsonpath={.spec.scaleTargetRef.kind} {.spec.scaleTargetRef.name} {.spec.minReplicas} {.spec.maxReplicas} {.spec.metrics[0].resource.target.averageUtilization}'
+# kubectl delete sends its DeleteOptions as JSON (typed clients' protobuf DeleteOptions are
+# covered by apiserver/tests/protobuf.rs).
+expect 0 'deployment.apps "web" deleted' k delete deployment web -n $NS
+expect 1 'Error from server (NotFound): deployments.apps "web" not found' k get deploy web -n $NS
+expect 0 'configmap "settings" deleted' k delete cm settings -n $NS
+expect 0 'clusterrolebinding.rbac.authorization.k8s.io "e2e-gen-read" deleted
+clusterrole.rbac.authorization.k8s.io "e2e-gen-reader" deleted
+priorityclass.scheduling.k8s.io "e2e-gen-high" deleted' \
+    k delete clusterrolebinding/e2e-gen-read clusterrole/e2e-gen-reader priorityclass/e2e-gen-high
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
 echo
 if ((FAILED > 0)); then
     echo "failed checks:"

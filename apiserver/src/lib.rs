@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod object;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod request_info;
 pub mod selector;

@@ -288,16 +288,52 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
     Ok(buf.freeze())
 }
 
-const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml";
+const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf";
 
-/// Decodes a JSON or YAML body into an object.
-fn decode_object(ct: &str, body: &[u8]) -> Result<Value> {
+/// The group, version and kind a request body is decoded as.
+#[derive(Clone, Copy)]
+struct Expected<'a> {
+    group: &'a str,
+    version: &'a str,
+    kind: &'a str,
+}
+
+impl<'a> Expected<'a> {
+    fn of(store: &'a Store, sub: Option<Subresource>) -> Self {
+        match sub {
+            Some(Subresource::Scale) => SCALE,
+            _ => Expected {
+                group: store.info.group,
+                version: store.info.version,
+                kind: store.info.kind,
+            },
+        }
+    }
+}
+
+const SCALE: Expected<'static> = Expected {
+    group: "autoscaling",
+    version: "v1",
+    kind: "Scale",
+};
+
+const DELETE_OPTIONS: Expected<'static> = Expected {
+    group: "meta.k8s.io",
+    version: "v1",
+    kind: "DeleteOptions",
+};
+
+/// Decodes a JSON, YAML or protobuf body into an object.
+fn decode_object(ct: &str, body: &[u8], expected: Expected<'_>) -> Result<Value> {
     let v: Value = match ct {
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             Error::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| Error::BadRequest(format!("error converting YAML to JSON: yaml: {e}")))?,
+        crate::protobuf::MEDIA_TYPE => {
+            crate::protobuf::decode_body(body, expected.group, expected.version, expected.kind)?
+        }
         _ => return Err(Error::UnsupportedMediaType(UNKNOWN_FORMAT.into())),
     };
     if !v.is_object() {
@@ -309,12 +345,10 @@ fn decode_object(ct: &str, body: &[u8]) -> Result<Value> {
     Ok(v)
 }
 
-fn check_accept(req: &Request<Incoming>) -> Result<()> {
-    let Some(accept) = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-    else {
+/// Whether a response can be sent for this Accept header. Responses are JSON (or YAML), so
+/// any list naming JSON, YAML or a wildcard is served JSON, even when it prefers protobuf.
+fn check_accept(accept: Option<&str>) -> Result<()> {
+    let Some(accept) = accept else {
         return Ok(());
     };
     let ok = accept.split(',').any(|part| {
@@ -420,7 +454,11 @@ async fn resource(
         _ => return Err(Error::NotFoundPath),
     };
     if info.verb != "watch" {
-        check_accept(&req)?;
+        check_accept(
+            req.headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+        )?;
     }
     // `kubectl get` asks for a Table (as=Table;g=meta.k8s.io;v=v1) for reads.
     let accept = req
@@ -515,7 +553,7 @@ async fn resource(
             let ct = content_type(&req);
             let opts = write_options(q)?;
             let body = read_body(req).await?;
-            let obj = decode_object(&ct, &body)?;
+            let obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
             let warnings = field_validation(&store, q, &obj)?;
             let b = store.create(&ns, obj, &opts).await?;
             let r = json_response(
@@ -532,7 +570,7 @@ async fn resource(
             let ct = content_type(&req);
             let opts = write_options(q)?;
             let body = read_body(req).await?;
-            let obj = decode_object(&ct, &body)?;
+            let obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
             if sub == Some(Subresource::Scale) {
                 return update_scale(&store, &ns, &name, obj, &opts).await;
             }
@@ -592,13 +630,10 @@ fn delete_options(q: &Query, ct: &str, body: &[u8]) -> Result<DeleteOptions> {
         dry_run: write_options(q)?.dry_run,
         ..Default::default()
     };
-    let trimmed = body.iter().all(|b| b.is_ascii_whitespace());
-    // Protobuf DeleteOptions bodies are decoded by the kubectl-fidelity work; until then
-    // the query parameters carry the options.
-    if trimmed || ct == "application/vnd.kubernetes.protobuf" {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(o);
     }
-    let v = decode_object(ct, body)?;
+    let v = decode_object(ct, body, DELETE_OPTIONS)?;
     if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
         o.grace_period_seconds = Some(g);
     }
@@ -858,5 +893,59 @@ fn set_pointer(doc: &mut Value, ptr: &str, v: Value) {
     }
     if let Value::Object(m) = cur {
         m.insert(last.to_string(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn accept_falls_back_to_json_whenever_json_or_a_wildcard_is_named() {
+        for ok in [
+            None,
+            Some("application/vnd.kubernetes.protobuf, */*"),
+            Some("application/vnd.kubernetes.protobuf,application/json"),
+            Some("application/vnd.kubernetes.protobuf;q=1, application/json;q=0.9"),
+            Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
+            Some("application/*"),
+            Some("application/yaml"),
+        ] {
+            assert!(check_accept(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["application/vnd.kubernetes.protobuf", "text/html"] {
+            assert!(
+                matches!(check_accept(Some(bad)), Err(Error::NotAcceptable(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_decode_by_content_type() {
+        let cm = Expected {
+            group: "",
+            version: "v1",
+            kind: "ConfigMap",
+        };
+        let json = decode_object("application/json", br#"{"kind":"ConfigMap"}"#, cm).unwrap();
+        assert_eq!(json["kind"], "ConfigMap");
+        let mut pb = crate::protobuf::MAGIC.to_vec();
+        // runtime.Unknown{typeMeta{apiVersion "v1", kind "ConfigMap"}, raw: empty ConfigMap}
+        pb.extend([0x0a, 0x0f, 0x0a, 0x02, b'v', b'1', 0x12, 0x09]);
+        pb.extend(b"ConfigMap");
+        pb.extend([0x12, 0x00]);
+        let v = decode_object(crate::protobuf::MEDIA_TYPE, &pb, cm).unwrap();
+        assert_eq!(v, json!({"apiVersion": "v1", "kind": "ConfigMap"}));
+        assert!(matches!(
+            decode_object(crate::protobuf::MEDIA_TYPE, b"{}", cm),
+            Err(Error::BadRequest(_))
+        ));
+        assert!(matches!(
+            decode_object("application/cbor", b"", cm),
+            Err(Error::UnsupportedMediaType(m)) if m.ends_with("application/vnd.kubernetes.protobuf")
+        ));
     }
 }
