@@ -161,7 +161,10 @@ mod tests {
         assert_eq!((v.strategy, v.merge_key), ("merge,retainKeys", "name"));
         let container = c.child.expect("container");
         let ports = container.field("ports");
-        assert_eq!((ports.strategy, ports.merge_key), ("merge", "containerPort"));
+        assert_eq!(
+            (ports.strategy, ports.merge_key),
+            ("merge", "containerPort")
+        );
         assert_eq!(container.field("env").merge_key, "name");
         assert_eq!(container.field("args").strategy, "");
         let meta = dep.field("metadata").child.expect("metadata");
