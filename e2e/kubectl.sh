@@ -641,6 +641,128 @@ priorityclass.scheduling.k8s.io "e2e-gen-high" deleted' \
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-apply
+scenario "apply twice, apply --dry-run=server, diff"
+
+new_ns $NS
+expect 0 "deployment.apps/applied created" k apply -n $NS -f $TD/deployment-apply.yaml
+sed -e 's/replicas: 2/replicas: 3/' -e '/name: sidecar/,$ s/busybox:1.36/busybox:1.37/' \
+    $TD/deployment-apply.yaml >"$TMP/deployment-apply-2.yaml"
+expect 0 "deployment.apps/applied configured (server dry run)" \
+    k apply -n $NS -f "$TMP/deployment-apply-2.yaml" --dry-run=server
+expect 0 "2 busybox:1.36" k get -n $NS deploy applied -o 'jsonpath={.spec.replicas} {.spec.template.spec.containers[1].image}'
+expect_re 1 '^diff -u -N .*
+@@ .* @@
+(.*
+)*-  replicas: 2
+\+  replicas: 3
+(.*
+)*-        image: busybox:1\.36
+\+        image: busybox:1\.37
+' k diff -n $NS -f "$TMP/deployment-apply-2.yaml"
+expect 0 "deployment.apps/applied configured" k apply -n $NS -f "$TMP/deployment-apply-2.yaml"
+expect 0 "3 app=busybox:1.36 sidecar=busybox:1.37 A=1 8080" \
+    k get -n $NS deploy applied -o 'jsonpath={.spec.replicas} {range .spec.template.spec.containers[*]}{.name}={.image} {end}{.spec.template.spec.containers[0].env[0].name}={.spec.template.spec.containers[0].env[0].value} {.spec.template.spec.containers[0].ports[0].containerPort}'
+expect 0 "deployment.apps/applied unchanged" k apply -n $NS -f "$TMP/deployment-apply-2.yaml"
+expect 0 "" k diff -n $NS -f "$TMP/deployment-apply-2.yaml"
+# Dropping the sidecar from the manifest removes it from the object (a $patch: delete by name).
+sed '/name: sidecar/,$d' "$TMP/deployment-apply-2.yaml" >"$TMP/deployment-apply-3.yaml"
+expect 0 "deployment.apps/applied configured" k apply -n $NS -f "$TMP/deployment-apply-3.yaml"
+expect 0 "app" k get -n $NS deploy applied -o 'jsonpath={.spec.template.spec.containers[*].name}'
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+NS=e2e-smp
+scenario "edit, set, patch, rollout restart"
+
+new_ns $NS
+expect 0 "deployment.apps/web created" kcreate -n $NS -f $TD/deployment.yaml
+expect 0 "deployment.apps/web edited" \
+    env EDITOR="sed -i -e s/replicas:\ 2/replicas:\ 4/" "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" edit -n $NS deploy/web
+expect 0 "4" k get -n $NS deploy web -o 'jsonpath={.spec.replicas}'
+expect 0 "Edit cancelled, no changes made." \
+    env EDITOR=true "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" edit -n $NS deploy/web
+expect 0 "deployment.apps/web image updated" k set image -n $NS deploy/web web=busybox:1.37
+expect 0 "busybox:1.37 sleep 8080" \
+    k get -n $NS deploy web -o 'jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].command[0]} {.spec.template.spec.containers[0].ports[0].containerPort}'
+expect 0 "deployment.apps/web env updated" k set env -n $NS deploy/web FOO=bar BAZ=1
+expect 0 "deployment.apps/web env updated" k set env -n $NS deploy/web FOO-
+expect 0 "BAZ=1" k get -n $NS deploy web -o 'jsonpath={range .spec.template.spec.containers[0].env[*]}{.name}={.value}{end}'
+expect 0 "deployment.apps/web resource requirements updated" \
+    k set resources -n $NS deploy/web --limits=cpu=200m,memory=64Mi
+expect 0 "200m 64Mi" k get -n $NS deploy web -o 'jsonpath={.spec.template.spec.containers[0].resources.limits.cpu} {.spec.template.spec.containers[0].resources.limits.memory}'
+expect 0 "deployment.apps/web patched" \
+    k patch -n $NS deploy web -p '{"spec":{"template":{"spec":{"containers":[{"name":"web","ports":[{"containerPort":9090}]}]}}}}'
+expect 0 "9090 8080 busybox:1.37" \
+    k get -n $NS deploy web -o 'jsonpath={.spec.template.spec.containers[0].ports[*].containerPort} {.spec.template.spec.containers[0].image}'
+expect 0 "deployment.apps/web patched (no change)" \
+    k patch -n $NS deploy web -p '{"spec":{"template":{"spec":{"containers":[{"name":"web","ports":[{"containerPort":9090}]}]}}}}'
+expect 0 "deployment.apps/web patched" \
+    k patch -n $NS deploy web --type=strategic -p '{"spec":{"template":{"spec":{"containers":[{"name":"web","$patch":"delete"},{"name":"only","image":"busybox:1.36"}]}}}}'
+expect 0 "only" k get -n $NS deploy web -o 'jsonpath={.spec.template.spec.containers[*].name}'
+expect 0 "deployment.apps/web patched" k patch -n $NS deploy web --type=merge -p '{"spec":{"replicas":1}}'
+expect 0 "deployment.apps/web patched" \
+    k patch -n $NS deploy web --type=json -p '[{"op":"replace","path":"/spec/replicas","value":5}]'
+expect 0 "5" k get -n $NS deploy web -o 'jsonpath={.spec.replicas}'
+expect 1 'The request is invalid: the server rejected our request due to an error in our request' \
+    k patch -n $NS deploy web --type=json -p '[{"op":"remove","path":"/spec/nope"}]'
+expect 0 "deployment.apps/web restarted" k rollout restart -n $NS deploy/web
+expect_re 0 '^[0-9]{4}-[0-9]{2}-[0-9]{2}T' \
+    k get -n $NS deploy web -o 'jsonpath={.spec.template.metadata.annotations.kubectl\.kubernetes\.io/restartedAt}'
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+scenario "cordon and uncordon"
+
+expect 0 "node/e2e-cordon-node created" kcreate -f $TD/node.yaml
+expect 0 "node/e2e-cordon-node cordoned" k cordon e2e-cordon-node
+expect 0 "true" k get node e2e-cordon-node -o 'jsonpath={.spec.unschedulable}'
+expect 0 "node/e2e-cordon-node already cordoned" k cordon e2e-cordon-node
+expect 0 "node/e2e-cordon-node uncordoned" k uncordon e2e-cordon-node
+expect 0 " 10.250.0.0/24" k get node e2e-cordon-node -o 'jsonpath={.spec.unschedulable} {.spec.podCIDR}'
+expect 0 'node "e2e-cordon-node" deleted' k delete node e2e-cordon-node
+
+# ---------------------------------------------------------------------------------------
+scenario "explain"
+
+expect_re 0 '^KIND: +Pod
+VERSION: +v1
+
+DESCRIPTION:
+ +Pod is a collection of containers that can run on a host\. (.*
+)*FIELDS:
+  apiVersion	<string>
+(.*
+)*  metadata	<ObjectMeta>
+(.*
+)*  spec	<PodSpec>
+(.*
+)*  status	<PodStatus>
+' k explain pods
+expect_re 0 '^GROUP: +apps
+KIND: +Deployment
+VERSION: +v1
+
+FIELD: ports <\[\]ContainerPort>
+
+
+DESCRIPTION:
+ +List of ports to expose from the container\. (.*
+)* +ContainerPort represents a network port in a single container\.
+ +
+FIELDS:
+  containerPort	<integer> -required-
+(.*
+)*  protocol	<string>
+' k explain deployment.spec.template.spec.containers.ports
+expect_re 0 '^KIND: +Node
+VERSION: +v1
+
+FIELD: unschedulable <boolean>
+' k explain node.spec.unschedulable
+expect 1 'error: field "nope" does not exist' k explain deployment.spec.nope
+
+# ---------------------------------------------------------------------------------------
 echo
 if ((FAILED > 0)); then
     echo "failed checks:"

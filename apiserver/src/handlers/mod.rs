@@ -35,6 +35,7 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub struct ApiState {
     pub registry: Arc<Registry>,
     pub openapi_v3: openapi::OpenApiV3,
+    pub openapi_v2: openapi::OpenApiV2,
     pub url: String,
     pub shutdown: CancellationToken,
 }
@@ -42,9 +43,11 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(registry: Arc<Registry>, url: String, shutdown: CancellationToken) -> Self {
         let openapi_v3 = openapi::OpenApiV3::new(&registry.resources);
+        let openapi_v2 = openapi::OpenApiV2::new(&registry.resources);
         ApiState {
             registry,
             openapi_v3,
+            openapi_v2,
             url,
             shutdown,
         }
@@ -155,6 +158,18 @@ async fn non_resource(
             || p.starts_with("/readyz/") =>
         {
             Ok(text_response(StatusCode::OK, "ok"))
+        }
+        "/openapi/v2" => {
+            // Only JSON is served: a client asking for the protobuf form alone gets 406.
+            if !(accept.is_empty() || accept.contains("json") || accept.contains("*/*")) {
+                return Err(Error::NotAcceptable(
+                    "only the following media types are accepted: application/json".into(),
+                ));
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                state.openapi_v2.text().to_string(),
+            ))
         }
         "/openapi/v3" => Ok(json_response(
             StatusCode::OK,
@@ -675,7 +690,10 @@ async fn patch(
     let kind = match ct {
         "application/merge-patch+json" => "merge",
         "application/json-patch+json" => "json",
-        "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+        "application/strategic-merge-patch+json" if patch_schema(store, sub).is_some() => {
+            "strategic"
+        }
+        "application/apply-patch+yaml" => {
             return Err(Error::UnsupportedMediaType(format!(
                 "the server does not yet support patch type {ct:?}; use application/merge-patch+json or application/json-patch+json"
             )))
@@ -689,14 +707,14 @@ async fn patch(
     if sub == Some(Subresource::Scale) {
         let obj = store.get_value(ns, name).await?;
         let mut scale = scale_of(store, &obj)?;
-        apply_patch(kind, &mut scale, &patch)?;
+        apply_patch(kind, &mut scale, &patch, patch_schema(store, sub))?;
         return update_scale(store, ns, name, scale, opts).await;
     }
     let warnings = std::sync::Mutex::new(Vec::new());
     let b = store
         .guaranteed_update(ns, name, sub, opts, |old| {
             let mut new = old.clone();
-            apply_patch(kind, &mut new, &patch)?;
+            apply_patch(kind, &mut new, &patch, patch_schema(store, sub))?;
             let w = field_validation(store, q, &new)?;
             if let Ok(mut all) = warnings.lock() {
                 *all = w;
@@ -762,8 +780,24 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     r
 }
 
-fn apply_patch(kind: &str, doc: &mut Value, patch: &Value) -> Result<()> {
+/// The strategic-merge-patch metadata of a built-in kind (or its Scale); custom resources have none.
+fn patch_schema(store: &Store, sub: Option<Subresource>) -> Option<::openapi::TypeRef> {
+    if sub == Some(Subresource::Scale) {
+        return ::openapi::kind_def("autoscaling", "v1", "Scale");
+    }
+    ::openapi::kind_def(store.info.group, store.info.version, store.info.kind)
+}
+
+fn apply_patch(
+    kind: &str,
+    doc: &mut Value,
+    patch: &Value,
+    schema: Option<::openapi::TypeRef>,
+) -> Result<()> {
     match kind {
+        "strategic" => {
+            crate::patch::strategic::apply(doc, patch, schema).map_err(Error::BadRequest)
+        }
         "merge" => {
             if !patch.is_object() {
                 return Err(Error::BadRequest(

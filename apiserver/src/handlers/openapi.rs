@@ -1,9 +1,11 @@
-//! A minimal OpenAPI v3 service: per group-version documents that declare every resource's
-//! operations with `x-kubernetes-group-version-kind` and the `fieldValidation` parameter, so
-//! kubectl hands field validation to the server. Full schemas (for `kubectl explain` and
-//! client-side apply) come from the `openapi` crate in the kubectl-fidelity work.
+//! The OpenAPI service: per group-version v3 documents and one v2 document. Operations
+//! carry `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (so kubectl hands
+//! field validation to the server); the schemas, with their `x-kubernetes-*` extensions, come
+//! from the `openapi` crate. Paths are rendered at start-up (small); a document with its schemas
+//! is put together on its first request and kept.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
@@ -70,7 +72,33 @@ fn op_id(verb: &str, r: &ResourceInfo, namespaced_path: bool) -> String {
     format!("{verb}{group}{version}{scope}{}", r.kind)
 }
 
-fn document(resources: &[&ResourceInfo]) -> Value {
+/// The media types a write accepts; kubectl computes strategic merge patches from the schema
+/// only when the PATCH operation lists `application/strategic-merge-patch+json`.
+fn request_body(r: &ResourceInfo, action: &str) -> Option<Value> {
+    let object = json!({"schema": {"type": "object"}});
+    let content: Vec<&str> = match action {
+        "post" | "put" => vec!["*/*"],
+        "patch" => {
+            let mut c = vec![
+                "application/json-patch+json",
+                "application/merge-patch+json",
+            ];
+            if ::openapi::kind_def(r.group, r.version, r.kind).is_some() {
+                c.push("application/strategic-merge-patch+json");
+            }
+            c
+        }
+        _ => return None,
+    };
+    let content: serde_json::Map<String, Value> = content
+        .into_iter()
+        .map(|c| (c.to_string(), object.clone()))
+        .collect();
+    Some(json!({"content": content, "required": true}))
+}
+
+/// The `paths` of one group-version.
+fn paths(resources: &[&ResourceInfo]) -> serde_json::Map<String, Value> {
     let mut paths = serde_json::Map::new();
     for r in resources {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
@@ -87,13 +115,17 @@ fn document(resources: &[&ResourceInfo]) -> Value {
         let item = format!("{coll}/{{name}}");
         let ok = json!({"200": {"description": "OK"}});
         let op = |verb: &str, action: &str, params: Vec<Value>| {
-            json!({
+            let mut o = json!({
                 "operationId": op_id(verb, r, r.namespaced),
                 "x-kubernetes-action": action,
                 "x-kubernetes-group-version-kind": gvk,
                 "parameters": params,
                 "responses": ok,
-            })
+            });
+            if let Some(body) = request_body(r, action) {
+                o["requestBody"] = body;
+            }
+            o
         };
         paths.insert(
             coll,
@@ -118,18 +150,43 @@ fn document(resources: &[&ResourceInfo]) -> Value {
             }),
         );
     }
-    json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.33.0"},
-        "paths": paths,
-        "components": {"schemas": {}},
-    })
+    paths
 }
+
+/// The kinds whose schemas a document holds.
+fn kinds(resources: &[&ResourceInfo]) -> Vec<(&'static str, &'static str, &'static str)> {
+    resources
+        .iter()
+        .map(|r| (r.group, r.version, r.kind))
+        .collect()
+}
+
+/// One group-version document: its paths now, the whole text on first use.
+struct GvDoc {
+    paths: String,
+    kinds: Vec<(&'static str, &'static str, &'static str)>,
+    hash: String,
+    text: OnceLock<String>,
+}
+
+impl GvDoc {
+    fn text(&self) -> &str {
+        self.text.get_or_init(|| {
+            let schemas = ::openapi::schemas_for(&self.kinds, ::openapi::Version::V3);
+            format!(
+                r#"{{"openapi":"3.0.0","info":{{"title":"Kubernetes","version":"{VERSION}"}},"paths":{},"components":{{"schemas":{{{schemas}}}}}}}"#,
+                self.paths
+            )
+        })
+    }
+}
+
+const VERSION: &str = "v1.33.0";
 
 /// The OpenAPI v3 index and documents, built once from the registry table.
 pub struct OpenApiV3 {
     index: String,
-    docs: BTreeMap<String, (String, String)>,
+    docs: BTreeMap<String, GvDoc>,
 }
 
 impl OpenApiV3 {
@@ -141,13 +198,19 @@ impl OpenApiV3 {
         let mut docs = BTreeMap::new();
         let mut index = serde_json::Map::new();
         for (gv, rs) in by_gv {
-            let doc = document(&rs).to_string();
-            let h = hash(&doc);
+            let paths = Value::Object(paths(&rs)).to_string();
+            let h = hash(&format!("{paths}{}", ::openapi::digest()));
             index.insert(
                 gv.clone(),
                 json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={h}")}),
             );
-            docs.insert(gv, (doc, h));
+            let doc = GvDoc {
+                paths,
+                kinds: kinds(&rs),
+                hash: h,
+                text: OnceLock::new(),
+            };
+            docs.insert(gv, doc);
         }
         OpenApiV3 {
             index: json!({ "paths": index }).to_string(),
@@ -162,6 +225,63 @@ impl OpenApiV3 {
 
     /// `/openapi/v3/<gv>`: the document and its hash (ETag).
     pub fn doc(&self, gv: &str) -> Option<(&str, &str)> {
-        self.docs.get(gv).map(|(d, h)| (d.as_str(), h.as_str()))
+        self.docs.get(gv).map(|d| (d.text(), d.hash.as_str()))
+    }
+}
+
+/// The OpenAPI v2 document: every path and every definition, put together on first use.
+pub struct OpenApiV2 {
+    paths: serde_json::Map<String, Value>,
+    kinds: Vec<(&'static str, &'static str, &'static str)>,
+    text: OnceLock<String>,
+}
+
+impl OpenApiV2 {
+    pub fn new(resources: &[ResourceInfo]) -> Self {
+        let all: Vec<&ResourceInfo> = resources.iter().collect();
+        let mut paths = paths(&all);
+        for ops in paths.values_mut() {
+            if let Some(ops) = ops.as_object_mut() {
+                for op in ops.values_mut() {
+                    v2_operation(op);
+                }
+            }
+        }
+        OpenApiV2 {
+            paths,
+            kinds: kinds(&all),
+            text: OnceLock::new(),
+        }
+    }
+
+    /// `/openapi/v2` as JSON.
+    pub fn text(&self) -> &str {
+        self.text.get_or_init(|| {
+            let definitions = ::openapi::schemas_for(&self.kinds, ::openapi::Version::V2);
+            format!(
+                r#"{{"swagger":"2.0","info":{{"title":"Kubernetes","version":"{VERSION}"}},"paths":{},"definitions":{{{definitions}}}}}"#,
+                Value::Object(self.paths.clone())
+            )
+        })
+    }
+}
+
+/// A v3 operation in v2 form: parameters carry their type, bodies become `consumes`.
+fn v2_operation(op: &mut Value) {
+    if let Some(body) = op.as_object_mut().and_then(|o| o.remove("requestBody")) {
+        let consumes: Vec<Value> = body["content"]
+            .as_object()
+            .map(|c| c.keys().map(|k| json!(k)).collect())
+            .unwrap_or_default();
+        op["consumes"] = Value::Array(consumes);
+    }
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        for p in params {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("schema");
+                o.insert("type".into(), json!("string"));
+                o.insert("uniqueItems".into(), json!(true));
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! JSON merge patch (RFC 7386) and JSON patch (RFC 6902). Strategic merge patch and
-//! server-side apply are built on the OpenAPI patch metadata (kubectl-fidelity issue).
+//! JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic merge patch
+//! ([`strategic`]) over the OpenAPI patch metadata.
 
 use serde_json::Value;
+
+pub mod strategic;
 
 /// Applies a JSON merge patch: objects merge recursively, `null` deletes, anything else replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
