@@ -200,6 +200,11 @@ fn sub_info(s: Subresource) -> Option<SubInfo> {
             gvk: Some(("autoscaling", "v1", "Scale")),
             verbs: &SUBRESOURCE_VERBS,
         }),
+        Subresource::Binding => Some(SubInfo {
+            name: "binding",
+            gvk: Some(("", "v1", "Binding")),
+            verbs: &["create"],
+        }),
         _ => None,
     }
 }
@@ -261,6 +266,8 @@ pub fn api_resource_list(res: &[ResourceInfo], group: &str, version: &str) -> Op
             m.insert("singularName".into(), "".into());
             m.insert("namespaced".into(), r.namespaced.into());
             let kind = match s.gvk {
+                // Upstream names no group/version for a core kind (pods/binding).
+                Some(("", _, k)) => k,
                 Some((g, v, k)) => {
                     m.insert("group".into(), g.into());
                     m.insert("version".into(), v.into());
@@ -275,6 +282,14 @@ pub fn api_resource_list(res: &[ResourceInfo], group: &str, version: &str) -> Op
     }
     if entries.is_empty() {
         return None;
+    }
+    if group.is_empty() && version == "v1" {
+        // Create-only, served by the pods store (`POST namespaces/<ns>/bindings`).
+        entries.push((
+            "bindings".into(),
+            json!({"name": "bindings", "singularName": "binding", "namespaced": true,
+                   "kind": "Binding", "verbs": ["create"]}),
+        ));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Map::new();
@@ -338,7 +353,19 @@ fn aggregated_group(res: &[ResourceInfo], group: &str) -> Value {
         .map(|v| {
             let mut rs: Vec<&ResourceInfo> = served_in(res, group, v).collect();
             rs.sort_by(|a, b| a.plural.cmp(b.plural));
-            let resources: Vec<Value> = rs.into_iter().map(aggregated_resource).collect();
+            let mut resources: Vec<Value> = rs.into_iter().map(aggregated_resource).collect();
+            if group.is_empty() && v == "v1" {
+                let at = resources
+                    .iter()
+                    .position(|r| r["resource"].as_str().is_some_and(|n| n > "bindings"))
+                    .unwrap_or(resources.len());
+                resources.insert(
+                    at,
+                    json!({"resource": "bindings", "scope": "Namespaced", "singularResource": "binding",
+                           "responseKind": {"group": "", "version": "v1", "kind": "Binding"},
+                           "verbs": ["create"]}),
+                );
+            }
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
