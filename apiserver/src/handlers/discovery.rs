@@ -655,9 +655,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["namespaces", "namespaces/status", "pods", "pods/status"]
+            [
+                "bindings",
+                "namespaces",
+                "namespaces/status",
+                "pods",
+                "pods/status"
+            ]
         );
-        let pods = &core["resources"][2];
+        let pods = &core["resources"][3];
         assert_eq!(pods["singularName"], "pod");
         assert_eq!(pods["namespaced"], true);
         assert_eq!(pods["kind"], "Pod");
@@ -679,16 +685,21 @@ mod tests {
         let hash = pods["storageVersionHash"].as_str().unwrap_or_default();
         assert_eq!(hash.len(), 12);
         assert_eq!(
-            api_resource_list(&res, "", "v1").unwrap_or_default()["resources"][2]
+            api_resource_list(&res, "", "v1").unwrap_or_default()["resources"][3]
                 ["storageVersionHash"],
             hash
         );
-        assert_ne!(core["resources"][0]["storageVersionHash"], hash);
-        assert_eq!(core["resources"][0].get("categories"), None);
-        assert_eq!(core["resources"][0]["namespaced"], false);
+        assert_ne!(core["resources"][1]["storageVersionHash"], hash);
+        assert_eq!(core["resources"][1].get("categories"), None);
+        assert_eq!(core["resources"][1]["namespaced"], false);
         assert_eq!(
-            core["resources"][3],
+            core["resources"][4],
             json!({"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]})
+        );
+
+        assert_eq!(
+            core["resources"][0],
+            json!({"name": "bindings", "singularName": "binding", "namespaced": true, "kind": "Binding", "verbs": ["create"]})
         );
 
         let apps = api_resource_list(&res, "apps", "v1").unwrap_or_default();
@@ -719,7 +730,7 @@ mod tests {
         assert_eq!(v1["version"], "v1");
         assert_eq!(v1["freshness"], "Current");
         assert_eq!(
-            v1["resources"][1],
+            v1["resources"][2],
             json!({
                 "resource": "pods",
                 "responseKind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -731,7 +742,7 @@ mod tests {
                 "subresources": [{"subresource": "status", "responseKind": {"group": "", "version": "v1", "kind": "Pod"}, "verbs": ["get", "patch", "update"]}],
             })
         );
-        assert_eq!(v1["resources"][0]["scope"], "Cluster");
+        assert_eq!(v1["resources"][1]["scope"], "Cluster");
 
         let apis = aggregated(&res, false, AggregatedVersion::V2Beta1);
         assert_eq!(apis["apiVersion"], "apidiscovery.k8s.io/v2beta1");
