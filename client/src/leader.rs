@@ -23,7 +23,8 @@ pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaderElectionArgs {
     /// Take part in leader election and work only while leading
-    #[arg(long = "leader-elect", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long = "leader-elect", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub leader_elect: bool,
     /// How long a non-renewed Lease keeps others from taking over
     #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = parse_duration)]
