@@ -624,6 +624,19 @@ expect 0 "1 web" k get pdb web -n $NS -o 'jsonpath={.spec.minAvailable} {.spec.s
 expect 0 "ingress.networking.k8s.io/web created" k create ingress web -n $NS --rule='foo.com/bar=web:8080'
 expect 0 "foo.com /bar Exact web 8080" \
     k get ingress web -n $NS -o 'jsonpath={.spec.rules[0].host} {.spec.rules[0].http.paths[0].path} {.spec.rules[0].http.paths[0].pathType} {.spec.rules[0].http.paths[0].backend.service.name} {.spec.rules[0].http.paths[0].backend.service.port.number}'
+# The same bodies from kubectl 1.32 (the dispatcher runs the binary of the server's minor).
+KUBECTL_132=$(dirname "$(readlink -f "$(command -v "$KUBECTL")")")/kubectl.1.32
+if [[ -x $KUBECTL_132 ]]; then
+    k132() { "$KUBECTL_132" --kubeconfig "$KUBECONFIG_FILE" --request-timeout="$REQUEST_TIMEOUT" "$@"; }
+    sent_protobuf POST "configmap/from-132 created" k132 create configmap from-132 -n $NS --from-literal=a=b
+    expect 0 "b" k get cm from-132 -n $NS -o 'jsonpath={.data.a}'
+    sent_protobuf POST "deployment.apps/web-132 created" k132 create deployment web-132 -n $NS --image=nginx
+    expect 0 "1 nginx" k get deploy web-132 -n $NS -o 'jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}'
+    expect 0 "service/web-132 created" k132 create service nodeport web-132 -n $NS --tcp=80:8080
+    expect 0 "NodePort 80 8080" k get svc web-132 -n $NS -o 'jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort}'
+else
+    echo "NOTE: no kubectl.1.32 beside $KUBECTL: the kubectl 1.32 checks do not run"
+fi
 expect 1 "error: failed to create deployment: Deployment.apps \"Bad\" is invalid: metadata.name: Invalid value: \"Bad\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')" \
     k create deployment Bad -n $NS --image=nginx
 expect 0 "horizontalpodautoscaler.autoscaling/web autoscaled" k autoscale deployment web -n $NS --min=1 --max=5 --cpu-percent=80

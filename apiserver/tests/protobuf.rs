@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use http_body_util::BodyExt;
-use k8s_pb::api::{apps::v1 as apps, core::v1 as core};
+use k8s_pb::api::{apps::v1 as apps, autoscaling::v1 as autoscaling, core::v1 as core};
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_pb::apimachinery::pkg::runtime as rt;
 use kube::Client;
@@ -254,6 +254,60 @@ async fn protobuf_bodies_over_https() -> Result<()> {
     .await?;
     assert_eq!(r.code, 400, "{}", r.body);
     assert_eq!(r.body, as_json.body);
+
+    // Updates: a protobuf ConfigMap replaces the JSON one; a protobuf Scale scales.
+    let r = send(
+        &client,
+        "POST",
+        "/api/v1/namespaces/pb/configmaps",
+        "application/json",
+        None,
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg"},"data":{"a":"1"}}"#
+            .to_vec(),
+    )
+    .await?;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let cm = core::ConfigMap {
+        metadata: Some(meta::ObjectMeta {
+            name: s("cfg"),
+            resource_version: r.body["metadata"]["resourceVersion"]
+                .as_str()
+                .map(String::from),
+            ..Default::default()
+        }),
+        data: [("a".to_string(), "2".to_string())].into(),
+        ..Default::default()
+    };
+    let r = send(
+        &client,
+        "PUT",
+        "/api/v1/namespaces/pb/configmaps/cfg",
+        PROTOBUF,
+        None,
+        envelope("v1", "ConfigMap", &cm),
+    )
+    .await?;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.body["data"], json!({"a": "2"}));
+    let scale = autoscaling::Scale {
+        metadata: Some(meta::ObjectMeta {
+            name: s("from-json"),
+            ..Default::default()
+        }),
+        spec: Some(autoscaling::ScaleSpec { replicas: Some(5) }),
+        status: None,
+    };
+    let r = send(
+        &client,
+        "PUT",
+        "/apis/apps/v1/namespaces/pb/deployments/from-json/scale",
+        PROTOBUF,
+        None,
+        envelope("autoscaling/v1", "Scale", &scale),
+    )
+    .await?;
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.body["spec"]["replicas"], 5);
 
     // An Accept without JSON or a wildcard cannot be served.
     let r = send(

@@ -142,8 +142,14 @@ pub fn decode_object(unk: &Unknown<'_>) -> Result<Value, DecodeError> {
 
 fn decode_nested(unk: &Unknown<'_>, depth: usize) -> Result<Value, DecodeError> {
     let schema = schema::schema().map_err(DecodeError::Schema)?;
+    // A kind is a message with metadata (not one of the types objects are made of).
+    let is_kind = |n: &String| {
+        schema
+            .message(n)
+            .is_some_and(|m| n.starts_with(META) || m.fields.values().any(|f| f.json == "metadata"))
+    };
     let name = message_name(&unk.api_version, &unk.kind)
-        .filter(|n| schema.message(n).is_some())
+        .filter(is_kind)
         .ok_or_else(|| DecodeError::NotRegistered {
             kind: unk.kind.clone(),
             version: unk.api_version.clone(),
@@ -157,11 +163,11 @@ fn decode_nested(unk: &Unknown<'_>, depth: usize) -> Result<Value, DecodeError> 
     Ok(Value::Object(obj))
 }
 
-/// The proto message of a built-in kind: `k8s.io.api.<group>.<version>.<Kind>`, with the
-/// meta.k8s.io option kinds every group version also serves.
+/// The proto message of a built-in kind: `k8s.io.api.<group>.<version>.<Kind>`, or
+/// DeleteOptions, which every group version serves.
 fn message_name(api_version: &str, kind: &str) -> Option<String> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    if kind == "DeleteOptions" || group == "meta.k8s.io" {
+    if kind == "DeleteOptions" {
         return Some(format!("{META}{kind}"));
     }
     let package = match group {

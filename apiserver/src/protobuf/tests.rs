@@ -1109,6 +1109,11 @@ fn malformed_bodies_are_bad_requests() {
         error_of(&wrong),
         "Gizmo in version \"v1\" cannot be handled as a Namespace: no kind \"Gizmo\" is registered for version \"v1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
     );
+    // A type objects are made of is no kind.
+    let spec = envelope("v1", "PodSpec", &core::PodSpec::default());
+    assert!(error_of(&spec).contains("no kind \"PodSpec\" is registered"));
+    let time = envelope("meta.k8s.io/v1", "Time", &meta::Time::default());
+    assert!(error_of(&time).contains("no kind \"Time\" is registered"));
     // A field with the wrong wire type: metadata (field 1) as a varint.
     let mut raw = Vec::new();
     encode::varint_field(1, 7, &mut raw);
