@@ -332,6 +332,12 @@ const SCALE: Expected<'static> = Expected {
     kind: "Scale",
 };
 
+const BINDING: Expected<'static> = Expected {
+    group: "",
+    version: "v1",
+    kind: "Binding",
+};
+
 const DELETE_OPTIONS: Expected<'static> = Expected {
     group: "meta.k8s.io",
     version: "v1",
@@ -486,7 +492,7 @@ async fn resource(
         let ct = content_type(&req);
         let opts = write_options(q)?;
         let body = read_body(req).await?;
-        let obj = decode_object(&ct, &body)?;
+        let obj = decode_object(&ct, &body, BINDING)?;
         crate::registry::binding::create(&store, &url_ns, &info.name, obj, &opts).await?;
         return Ok(json_response(
             StatusCode::CREATED,
