@@ -197,7 +197,12 @@ fn apply_pod(st: &mut State, settings: &Settings, pod: Pod) {
                 st.queue.move_all_to_active_or_backoff();
             }
         } else {
+            let known = st.cache.is_placed(&uid);
             st.cache.set_pod(PodInfo::new(&pod, &node, priority));
+            // A pod placed by someone else may satisfy waiting pods' affinity.
+            if !known {
+                st.queue.move_all_to_active_or_backoff();
+            }
         }
         return;
     }
