@@ -776,6 +776,52 @@ FIELD: unschedulable <boolean>
 expect 1 'error: field "nope" does not exist' k explain deployment.spec.nope
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-sched
+scenario "scheduler binds pods and explains unschedulable ones"
+
+new_ns $NS
+cat >"$TMP/sched-node.yaml" <<'YAML'
+apiVersion: v1
+kind: Node
+metadata:
+  name: e2e-sched-node
+  labels: {e2e-sched: "yes"}
+status:
+  allocatable: {cpu: "2", memory: 4Gi, pods: "110"}
+  capacity: {cpu: "2", memory: 4Gi, pods: "110"}
+  conditions: [{type: Ready, status: "True"}]
+YAML
+cat >"$TMP/sched-pods.yaml" <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: placed}
+spec:
+  nodeSelector: {e2e-sched: "yes"}
+  containers: [{name: c, image: minik8s-test/busybox:latest}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: too-big}
+spec:
+  nodeSelector: {e2e-sched: "yes"}
+  containers: [{name: c, image: minik8s-test/busybox:latest, resources: {requests: {cpu: "3"}}}]
+YAML
+expect 0 "node/e2e-sched-node created" kcreate -f "$TMP/sched-node.yaml"
+expect 0 "pod/placed created
+pod/too-big created" kcreate -n $NS -f "$TMP/sched-pods.yaml"
+sched_bound() { [[ $(k get -n $NS pod placed -o 'jsonpath={.spec.nodeName}') == e2e-sched-node ]]; }
+wait_for 30 sched_bound || true
+expect 0 "e2e-sched-node True" k get -n $NS pod placed -o 'jsonpath={.spec.nodeName} {.status.conditions[?(@.type=="PodScheduled")].status}'
+sched_unschedulable() { [[ $(k get -n $NS pod too-big -o 'jsonpath={.status.conditions[?(@.type=="PodScheduled")].reason}') == Unschedulable ]]; }
+wait_for 30 sched_unschedulable || true
+expect_re 0 '^0/[0-9]+ nodes are available: .*1 Insufficient cpu' k get -n $NS pod too-big -o 'jsonpath={.status.conditions[?(@.type=="PodScheduled")].message}'
+sched_event() { k get -n $NS events -o 'jsonpath={.items[?(@.reason=="Scheduled")].message}' | grep -q placed; }
+wait_for 30 sched_event || true
+expect 0 "Successfully assigned $NS/placed to e2e-sched-node" k get -n $NS events -o 'jsonpath={.items[?(@.reason=="Scheduled")].message}'
+expect 0 'node "e2e-sched-node" deleted' k delete node e2e-sched-node
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
 echo
 if ((FAILED > 0)); then
     echo "failed checks:"
