@@ -23,6 +23,7 @@ use crate::watch_cache::Filter;
 
 pub mod discovery;
 pub mod openapi;
+pub mod proxy;
 pub mod watch;
 
 /// Largest request body accepted (upstream: 3 MiB).
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub openapi_v3: openapi::OpenApiV3,
     pub url: String,
     pub shutdown: CancellationToken,
+    /// TLS of calls to kubelets (`pods/log`, `pods/exec`, `nodes/proxy`, ...).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiState {
@@ -47,6 +50,7 @@ impl ApiState {
             openapi_v3,
             url,
             shutdown,
+            kubelet_tls: None,
         }
     }
 }
@@ -122,6 +126,9 @@ async fn route(
     let info = request_info::parse(req.method(), &path, &query);
     if !info.is_resource_request {
         return non_resource(state, req, &path).await;
+    }
+    if proxy::is_proxied(&info) {
+        return proxy::serve(state, req, &info).await;
     }
     let q = request_info::parse_query(&query).map_err(Error::BadRequest)?;
     resource(state, req, &info, &q).await

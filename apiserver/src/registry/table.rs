@@ -31,6 +31,14 @@ const NONE: &[&str] = &[];
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 const NO_SUB: &[Subresource] = &[];
+const POD_SUBS: &[Subresource] = &[
+    Subresource::Status,
+    Subresource::Log,
+    Subresource::Exec,
+    Subresource::Attach,
+    Subresource::PortForward,
+];
+const NODE_SUBS: &[Subresource] = &[Subresource::Status, Subresource::Proxy];
 
 /// Where a resource lives and how discovery names it.
 struct Names {
@@ -105,7 +113,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             STATUS,
             NamespaceStrategy,
         ),
-        info(core("Pod", "pods", &["po"]), ALL, true, STATUS, PodStrategy),
+        info(core("Pod", "pods", &["po"]), ALL, true, POD_SUBS, PodStrategy),
         info(
             core("Service", "services", &["svc"]),
             ALL,
@@ -138,7 +146,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             core("Node", "nodes", &["no"]),
             NONE,
             false,
-            STATUS,
+            NODE_SUBS,
             NodeStrategy,
         ),
         info(

@@ -1,0 +1,355 @@
+//! The streaming server end to end: a real API server in-process, a kubelet streaming
+//! server on a loopback port, a real Docker container labelled as the kubelet labels its
+//! containers, and kube-rs as the client (logs, exec, attach, port-forward, nodes/proxy).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, AttachParams, LogParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const IMAGE: &str = "minik8s-test/busybox:latest";
+
+struct Fixture {
+    client: kube::Client,
+    kubeconfig: std::path::PathBuf,
+    node: String,
+    container: String,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+    }
+}
+
+async fn fixture() -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let shutdown = CancellationToken::new();
+    let server = apiserver::start(
+        apiserver::Config::for_test(dir.path().to_path_buf()),
+        shutdown.clone(),
+    )
+    .await?;
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    let client = kube::Client::try_from(config)?;
+
+    let node = format!("stream-{}", uuid::Uuid::new_v4().simple());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let ctx = kubelet::server::Context {
+        docker: bollard::Docker::connect_with_local_defaults()?,
+        node_name: node.clone(),
+        client_ca_pem: server.pki.ca_cert_pem.clone(),
+        serving_names: vec![],
+    };
+    tokio::spawn(kubelet::server::serve(listener, ctx, shutdown.clone()));
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": node}}))?,
+        )
+        .await?;
+    nodes
+        .patch_status(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+            }})),
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, containers, node_name) in [
+        ("web", json!([{"name": "main", "image": IMAGE}]), Some(&node)),
+        (
+            "two",
+            json!([{"name": "a", "image": IMAGE}, {"name": "b", "image": IMAGE}]),
+            Some(&node),
+        ),
+        ("pending", json!([{"name": "main", "image": IMAGE}]), None),
+    ] {
+        let mut spec = json!({"containers": containers});
+        if let Some(n) = node_name {
+            spec["nodeName"] = json!(n);
+        }
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?,
+        )
+        .await?;
+    }
+
+    let container = format!("{node}-web-main");
+    let script = "echo hello; echo oops >&2; mkdir -p /www; echo pf-ok > /www/index.html; \
+                  httpd -p 8080 -h /www; while true; do echo tick; sleep 1; done";
+    let labels = [
+        format!("{}={node}", kubelet::labels::NODE),
+        format!("{}=default", kubelet::labels::POD_NAMESPACE),
+        format!("{}=web", kubelet::labels::POD_NAME),
+        format!("{}=uid-web", kubelet::labels::POD_UID),
+        format!("{}=main", kubelet::labels::CONTAINER_NAME),
+    ];
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(["run", "-d", "--name", &container]);
+    for l in &labels {
+        cmd.args(["--label", l]);
+    }
+    cmd.args([IMAGE, "sh", "-c", script]);
+    let out = cmd.output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = Fixture {
+        client,
+        kubeconfig: server.kubeconfig.clone(),
+        node,
+        container,
+        _dir: dir,
+        shutdown,
+    };
+    // Wait for the container to have written its first lines.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = pods.logs("web", &LogParams::default()).await.unwrap_or_default();
+        // Docker copies stdout and stderr separately: by the second tick both are in.
+        if logs.matches("tick").count() >= 2 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no logs: {logs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(f)
+}
+
+async fn read_all(r: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut s = String::new();
+    if let Some(mut r) = r {
+        let _ = r.read_to_string(&mut s).await;
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_through_the_api_server() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), "default");
+
+    // Logs: both streams, options.
+    let logs = pods.logs("web", &LogParams::default()).await?;
+    assert!(logs.contains("hello\n"), "{logs:?}");
+    assert!(logs.contains("oops\n"), "{logs:?}");
+    let tail = pods
+        .logs("web", &LogParams { tail_lines: Some(1), ..Default::default() })
+        .await?;
+    assert_eq!(tail, "tick\n");
+    let limited = pods
+        .logs("web", &LogParams { limit_bytes: Some(3), ..Default::default() })
+        .await?;
+    assert_eq!(limited.len(), 3);
+    let stamped = pods
+        .logs("web", &LogParams { timestamps: true, tail_lines: Some(1), ..Default::default() })
+        .await?;
+    assert!(stamped.ends_with("Z tick\n") && stamped.len() > 25, "{stamped:?}");
+    let mut follow = pods
+        .log_stream("web", &LogParams { follow: true, since_seconds: Some(1), ..Default::default() })
+        .await?;
+    let mut seen = String::new();
+    while !seen.matches("tick").nth(1).is_some() {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), futures::AsyncReadExt::read(&mut follow, &mut buf)).await??;
+        assert!(n > 0, "log stream ended");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+
+    // Upstream's errors.
+    let err = pods.logs("two", &LogParams::default()).await.expect_err("needs a container");
+    assert!(
+        err.to_string().contains("a container name must be specified for pod two, choose one of: [a b]"),
+        "{err}"
+    );
+    let Err(err) = pods
+        .exec("pending", ["true"], &AttachParams::default())
+        .await
+    else {
+        panic!("exec into an unbound pod worked");
+    };
+    assert!(err.to_string().contains("pod pending does not have a host assigned"), "{err}");
+
+    // Exec: stdout, stderr, exit code.
+    let mut p = pods
+        .exec(
+            "web",
+            ["sh", "-c", "echo out; echo err >&2; exit 3"],
+            &AttachParams::default().stderr(true),
+        )
+        .await?;
+    let status = p.take_status().expect("status");
+    let (out, err) = tokio::join!(read_all(p.stdout()), read_all(p.stderr()));
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    let status = status.await.expect("a status");
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    let causes = status.details.and_then(|d| d.causes).unwrap_or_default();
+    assert_eq!(causes[0].message.as_deref(), Some("3"));
+
+    // Exec with stdin.
+    let mut p = pods
+        .exec(
+            "web",
+            ["sh", "-c", "head -c 5; echo"],
+            &AttachParams::default().stdin(true).stderr(false),
+        )
+        .await?;
+    let mut stdin = p.stdin().expect("stdin");
+    stdin.write_all(b"abcde").await?;
+    stdin.flush().await?;
+    let out = read_all(p.stdout()).await;
+    assert_eq!(out, "abcde\n");
+    let status = p.take_status().expect("status").await.expect("a status");
+    assert_eq!(status.status.as_deref(), Some("Success"));
+
+    // Exec with a terminal.
+    let mut p = pods
+        .exec("web", ["tty"], &AttachParams::interactive_tty())
+        .await?;
+    let out = read_all(p.stdout()).await;
+    assert!(out.starts_with("/dev/pts/"), "{out:?}");
+
+    // Attach to the running main process.
+    let mut p = pods
+        .attach("web", &AttachParams::default().stdin(false).stderr(false))
+        .await?;
+    let mut stdout = p.stdout().expect("stdout");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), stdout.read(&mut buf)).await??;
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("tick"));
+    p.abort();
+
+    // Port-forward (WebSocket v4) to the pod's httpd.
+    let mut pf = pods.portforward("web", &[8080]).await?;
+    let mut s = pf.take_stream(8080).expect("stream");
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp)).await??;
+    assert!(resp.starts_with("HTTP/1.") && resp.contains("pf-ok"), "{resp:?}");
+    drop(s);
+    pf.abort();
+
+    // nodes/proxy reaches the kubelet.
+    let req = http::Request::get(format!("/api/v1/nodes/{}/proxy/healthz", f.node))
+        .body(Vec::new())?;
+    let text = f.client.request_text(req).await?;
+    assert_eq!(text.trim(), "ok");
+    Ok(())
+}
+
+/// Runs stock kubectl against the fixture; returns (exit code, stdout, stderr).
+async fn kubectl(f: &Fixture, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<(i32, String, String)> {
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut cmd = tokio::process::Command::new(kubectl);
+    cmd.arg("--kubeconfig").arg(&f.kubeconfig).arg("--request-timeout=30s");
+    cmd.args(args);
+    cmd.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn()?;
+    if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+        w.write_all(data).await?;
+        drop(w);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stock_kubectl_logs_exec_cp_port_forward() -> anyhow::Result<()> {
+    let f = fixture().await?;
+
+    let (code, out, _) = kubectl(&f, &["logs", "web", "--tail=1"], None).await?;
+    assert_eq!((code, out.as_str()), (0, "tick\n"));
+    let (code, _, err) = kubectl(&f, &["logs", "two"], None).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("Defaulted container") || err.contains("a container name must be specified"), "{err}");
+
+    // logs -f keeps streaming.
+    let kubectl_bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut child = tokio::process::Command::new(&kubectl_bin)
+        .arg("--kubeconfig")
+        .arg(&f.kubeconfig)
+        .args(["logs", "-f", "web", "--since=1s"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    while seen.matches("tick").count() < 2 {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), stdout.read(&mut buf)).await??;
+        assert!(n > 0, "kubectl logs -f ended: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    child.kill().await?;
+
+    // exec: output, exit codes, stdin.
+    let (code, out, err) = kubectl(&f, &["exec", "web", "--", "sh", "-c", "echo hi; echo e >&2; exit 7"], None).await?;
+    assert_eq!((code, out.as_str(), err.trim()), (7, "hi\n", "e\ncommand terminated with exit code 7"));
+    let (code, out, _) = kubectl(&f, &["exec", "-i", "web", "--", "sh", "-c", "wc -c"], Some(b"12345")).await?;
+    assert_eq!((code, out.trim()), (0, "5"));
+
+    // cp both ways.
+    let tmp = tempfile::tempdir()?;
+    let local = tmp.path().join("up.txt");
+    std::fs::write(&local, "copied up\n")?;
+    let (code, _, err) = kubectl(&f, &["cp", local.to_str().expect("path"), "web:/tmp/up.txt"], None).await?;
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = kubectl(&f, &["exec", "web", "--", "cat", "/tmp/up.txt"], None).await?;
+    assert_eq!(out, "copied up\n");
+    let back = tmp.path().join("back.txt");
+    let (code, _, err) = kubectl(&f, &["cp", "web:/tmp/up.txt", back.to_str().expect("path")], None).await?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&back)?, "copied up\n");
+
+    // port-forward (SPDY in a WebSocket), then an HTTP request through it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let mut pf = tokio::process::Command::new(&kubectl_bin)
+        .arg("--kubeconfig")
+        .arg(&f.kubeconfig)
+        .args(["port-forward", "pod/web", &format!("{port}:8080")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut pf_out = pf.stdout.take().expect("stdout");
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(20), pf_out.read(&mut buf)).await??;
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("Forwarding from"));
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+        let mut resp = String::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut resp)).await??;
+        assert!(resp.contains("pf-ok"), "{resp:?}");
+    }
+    pf.kill().await?;
+    Ok(())
+}
