@@ -143,17 +143,21 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
             }
         };
 
-    let (kubelet_client_cert_pem, kubelet_client_key_pem) =
-        match check_leaf(&paths.kubelet_client_cert, &paths.kubelet_client_key, &ca, now) {
-            Ok((cert, key, _)) => (cert, key),
-            Err(why) => {
-                tracing::info!(reason = %why, "issuing kubelet client certificate");
-                let (cert, key) = ca.issue_client(KUBELET_CLIENT_USER, &[MASTERS_GROUP])?;
-                write_file(&paths.kubelet_client_key, &key, 0o600)?;
-                write_file(&paths.kubelet_client_cert, &cert, 0o644)?;
-                (cert, key)
-            }
-        };
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = match check_leaf(
+        &paths.kubelet_client_cert,
+        &paths.kubelet_client_key,
+        &ca,
+        now,
+    ) {
+        Ok((cert, key, _)) => (cert, key),
+        Err(why) => {
+            tracing::info!(reason = %why, "issuing kubelet client certificate");
+            let (cert, key) = ca.issue_client(KUBELET_CLIENT_USER, &[MASTERS_GROUP])?;
+            write_file(&paths.kubelet_client_key, &key, 0o600)?;
+            write_file(&paths.kubelet_client_cert, &cert, 0o644)?;
+            (cert, key)
+        }
+    };
 
     Ok(Pki {
         ca_cert_pem,
@@ -199,7 +203,10 @@ impl Pki {
     /// `--kubelet-certificate-authority`). ALPN http/1.1 only, so upgrades work.
     pub fn kubelet_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = vec![pem_cert(&self.kubelet_client_cert_pem, "kubelet client certificate")?];
+        let chain = vec![pem_cert(
+            &self.kubelet_client_cert_pem,
+            "kubelet client certificate",
+        )?];
         let key = pem_key(&self.kubelet_client_key_pem, "kubelet client key")?;
         let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?

@@ -74,7 +74,11 @@ async fn fixture() -> anyhow::Result<Fixture> {
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     for (name, containers, node_name) in [
-        ("web", json!([{"name": "main", "image": IMAGE}]), Some(&node)),
+        (
+            "web",
+            json!([{"name": "main", "image": IMAGE}]),
+            Some(&node),
+        ),
         (
             "two",
             json!([{"name": "a", "image": IMAGE}, {"name": "b", "image": IMAGE}]),
@@ -93,8 +97,15 @@ async fn fixture() -> anyhow::Result<Fixture> {
         .await?;
     }
 
+    // What the kubelet's status manager would report (kubectl port-forward checks it).
+    pods.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await?;
     let container = format!("{node}-web-main");
-    let script = "echo hello; echo oops >&2; mkdir -p /www; echo pf-ok > /www/index.html; \
+    let script = "/bin/busybox --install -s /bin; echo hello; echo oops >&2; mkdir -p /www; echo pf-ok > /www/index.html; \
                   httpd -p 8080 -h /www; while true; do echo tick; sleep 1; done";
     let labels = [
         format!("{}={node}", kubelet::labels::NODE),
@@ -126,7 +137,10 @@ async fn fixture() -> anyhow::Result<Fixture> {
     // Wait for the container to have written its first lines.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let logs = pods.logs("web", &LogParams::default()).await.unwrap_or_default();
+        let logs = pods
+            .logs("web", &LogParams::default())
+            .await
+            .unwrap_or_default();
         // Docker copies stdout and stderr separately: by the second tick both are in.
         if logs.matches("tick").count() >= 2 {
             break;
@@ -155,32 +169,69 @@ async fn streaming_through_the_api_server() -> anyhow::Result<()> {
     assert!(logs.contains("hello\n"), "{logs:?}");
     assert!(logs.contains("oops\n"), "{logs:?}");
     let tail = pods
-        .logs("web", &LogParams { tail_lines: Some(1), ..Default::default() })
+        .logs(
+            "web",
+            &LogParams {
+                tail_lines: Some(1),
+                ..Default::default()
+            },
+        )
         .await?;
     assert_eq!(tail, "tick\n");
     let limited = pods
-        .logs("web", &LogParams { limit_bytes: Some(3), ..Default::default() })
+        .logs(
+            "web",
+            &LogParams {
+                limit_bytes: Some(3),
+                ..Default::default()
+            },
+        )
         .await?;
     assert_eq!(limited.len(), 3);
     let stamped = pods
-        .logs("web", &LogParams { timestamps: true, tail_lines: Some(1), ..Default::default() })
+        .logs(
+            "web",
+            &LogParams {
+                timestamps: true,
+                tail_lines: Some(1),
+                ..Default::default()
+            },
+        )
         .await?;
-    assert!(stamped.ends_with("Z tick\n") && stamped.len() > 25, "{stamped:?}");
+    assert!(
+        stamped.ends_with("Z tick\n") && stamped.len() > 25,
+        "{stamped:?}"
+    );
     let mut follow = pods
-        .log_stream("web", &LogParams { follow: true, since_seconds: Some(1), ..Default::default() })
+        .log_stream(
+            "web",
+            &LogParams {
+                follow: true,
+                since_seconds: Some(1),
+                ..Default::default()
+            },
+        )
         .await?;
     let mut seen = String::new();
     while !seen.matches("tick").nth(1).is_some() {
         let mut buf = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(10), futures::AsyncReadExt::read(&mut follow, &mut buf)).await??;
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::AsyncReadExt::read(&mut follow, &mut buf),
+        )
+        .await??;
         assert!(n > 0, "log stream ended");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 
     // Upstream's errors.
-    let err = pods.logs("two", &LogParams::default()).await.expect_err("needs a container");
+    let err = pods
+        .logs("two", &LogParams::default())
+        .await
+        .expect_err("needs a container");
     assert!(
-        err.to_string().contains("a container name must be specified for pod two, choose one of: [a b]"),
+        err.to_string()
+            .contains("a container name must be specified for pod two, choose one of: [a b]"),
         "{err}"
     );
     let Err(err) = pods
@@ -189,7 +240,11 @@ async fn streaming_through_the_api_server() -> anyhow::Result<()> {
     else {
         panic!("exec into an unbound pod worked");
     };
-    assert!(err.to_string().contains("pod pending does not have a host assigned"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("pod pending does not have a host assigned"),
+        "{err}"
+    );
 
     // Exec: stdout, stderr, exit code.
     let mut p = pods
@@ -246,26 +301,40 @@ async fn streaming_through_the_api_server() -> anyhow::Result<()> {
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
     let mut resp = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp)).await??;
-    assert!(resp.starts_with("HTTP/1.") && resp.contains("pf-ok"), "{resp:?}");
+    assert!(
+        resp.starts_with("HTTP/1.") && resp.contains("pf-ok"),
+        "{resp:?}"
+    );
     drop(s);
     pf.abort();
 
     // nodes/proxy reaches the kubelet.
-    let req = http::Request::get(format!("/api/v1/nodes/{}/proxy/healthz", f.node))
-        .body(Vec::new())?;
+    let req =
+        http::Request::get(format!("/api/v1/nodes/{}/proxy/healthz", f.node)).body(Vec::new())?;
     let text = f.client.request_text(req).await?;
     assert_eq!(text.trim(), "ok");
     Ok(())
 }
 
 /// Runs stock kubectl against the fixture; returns (exit code, stdout, stderr).
-async fn kubectl(f: &Fixture, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<(i32, String, String)> {
+async fn kubectl(
+    f: &Fixture,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> anyhow::Result<(i32, String, String)> {
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
     let mut cmd = tokio::process::Command::new(kubectl);
-    cmd.arg("--kubeconfig").arg(&f.kubeconfig).arg("--request-timeout=30s");
+    cmd.arg("--kubeconfig")
+        .arg(&f.kubeconfig)
+        .arg("--request-timeout=30s");
     cmd.args(args);
-    cmd.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    });
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn()?;
     if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
         w.write_all(data).await?;
@@ -287,7 +356,10 @@ async fn stock_kubectl_logs_exec_cp_port_forward() -> anyhow::Result<()> {
     assert_eq!((code, out.as_str()), (0, "tick\n"));
     let (code, _, err) = kubectl(&f, &["logs", "two"], None).await?;
     assert_eq!(code, 1);
-    assert!(err.contains("Defaulted container") || err.contains("a container name must be specified"), "{err}");
+    assert!(
+        err.contains("Defaulted container") || err.contains("a container name must be specified"),
+        "{err}"
+    );
 
     // logs -f keeps streaming.
     let kubectl_bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
@@ -309,21 +381,51 @@ async fn stock_kubectl_logs_exec_cp_port_forward() -> anyhow::Result<()> {
     child.kill().await?;
 
     // exec: output, exit codes, stdin.
-    let (code, out, err) = kubectl(&f, &["exec", "web", "--", "sh", "-c", "echo hi; echo e >&2; exit 7"], None).await?;
-    assert_eq!((code, out.as_str(), err.trim()), (7, "hi\n", "e\ncommand terminated with exit code 7"));
-    let (code, out, _) = kubectl(&f, &["exec", "-i", "web", "--", "sh", "-c", "wc -c"], Some(b"12345")).await?;
+    let (code, out, err) = kubectl(
+        &f,
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo e >&2; exit 7",
+        ],
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (code, out.as_str(), err.trim()),
+        (7, "hi\n", "e\ncommand terminated with exit code 7")
+    );
+    let (code, out, _) = kubectl(
+        &f,
+        &["exec", "-i", "web", "--", "sh", "-c", "wc -c"],
+        Some(b"12345"),
+    )
+    .await?;
     assert_eq!((code, out.trim()), (0, "5"));
 
     // cp both ways.
     let tmp = tempfile::tempdir()?;
     let local = tmp.path().join("up.txt");
     std::fs::write(&local, "copied up\n")?;
-    let (code, _, err) = kubectl(&f, &["cp", local.to_str().expect("path"), "web:/tmp/up.txt"], None).await?;
+    let (code, _, err) = kubectl(
+        &f,
+        &["cp", local.to_str().expect("path"), "web:/tmp/up.txt"],
+        None,
+    )
+    .await?;
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = kubectl(&f, &["exec", "web", "--", "cat", "/tmp/up.txt"], None).await?;
     assert_eq!(out, "copied up\n");
     let back = tmp.path().join("back.txt");
-    let (code, _, err) = kubectl(&f, &["cp", "web:/tmp/up.txt", back.to_str().expect("path")], None).await?;
+    let (code, _, err) = kubectl(
+        &f,
+        &["cp", "web:/tmp/up.txt", back.to_str().expect("path")],
+        None,
+    )
+    .await?;
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(&back)?, "copied up\n");
 

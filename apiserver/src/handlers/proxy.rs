@@ -57,7 +57,11 @@ pub async fn serve(
             .find("/proxy")
             .map(|i| path[i + "/proxy".len()..].to_string())
             .unwrap_or_default();
-        let rest = if rest.is_empty() { "/".to_string() } else { rest };
+        let rest = if rest.is_empty() {
+            "/".to_string()
+        } else {
+            rest
+        };
         let target = kubelet_target(&node, &info.name)?;
         return forward(state, req, &target, &rest, &query, false).await;
     }
@@ -163,7 +167,12 @@ fn resolve_container(pod: &Value, name: &str, asked: Option<&str>, log: bool) ->
     let ephemeral = names(pod, "ephemeralContainers");
     match asked {
         Some(c) => {
-            if containers.iter().chain(&init).chain(&ephemeral).any(|n| n == c) {
+            if containers
+                .iter()
+                .chain(&init)
+                .chain(&ephemeral)
+                .any(|n| n == c)
+            {
                 Ok(c.to_string())
             } else {
                 Err(Error::BadRequest(format!(
@@ -179,7 +188,10 @@ fn resolve_container(pod: &Value, name: &str, asked: Option<&str>, log: bool) ->
             );
             if log {
                 if !init.is_empty() {
-                    msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+                    msg.push_str(&format!(
+                        " or one of the init containers: [{}]",
+                        init.join(" ")
+                    ));
                 }
                 if !ephemeral.is_empty() {
                     msg.push_str(&format!(
@@ -246,7 +258,10 @@ fn check_log_query(query: &str) -> Result<()> {
 fn waiting_message(pod: &Value, name: &str, container: &str, query: &str) -> Option<String> {
     let status = ["containerStatuses", "initContainerStatuses"]
         .iter()
-        .filter_map(|f| pod.pointer(&format!("/status/{f}")).and_then(Value::as_array))
+        .filter_map(|f| {
+            pod.pointer(&format!("/status/{f}"))
+                .and_then(Value::as_array)
+        })
         .flatten()
         .find(|s| s.get("name").and_then(Value::as_str) == Some(container))?;
     let previous = query_value(query, "previous").is_some_and(|v| v == "true" || v == "1");
@@ -293,12 +308,20 @@ fn kubelet_target(node: &Value, node_name: &str) -> Result<Target> {
             .map(str::to_string)
     };
     // InternalIP first: several minik8s nodes may share one host under made-up names.
-    let host = ["InternalIP", "Hostname", "InternalDNS", "ExternalIP", "ExternalDNS"]
-        .iter()
-        .find_map(|k| pick(k))
-        .ok_or_else(|| {
-            Error::BadRequest(format!("no preferred addresses found; known addresses: [] for node {node_name}"))
-        })?;
+    let host = [
+        "InternalIP",
+        "Hostname",
+        "InternalDNS",
+        "ExternalIP",
+        "ExternalDNS",
+    ]
+    .iter()
+    .find_map(|k| pick(k))
+    .ok_or_else(|| {
+        Error::BadRequest(format!(
+            "no preferred addresses found; known addresses: [] for node {node_name}"
+        ))
+    })?;
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
@@ -325,7 +348,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// Sends the request to the kubelet and relays the answer; splices upgraded connections.
@@ -342,11 +368,8 @@ async fn forward(
         .clone()
         .ok_or_else(|| Error::Internal("no kubelet client certificate configured".into()))?;
     let upgrade = is_upgrade(req.headers());
-    let unavailable = |e: String| {
-        Error::ServiceUnavailable(format!(
-            "error trying to reach service: {e}"
-        ))
-    };
+    let unavailable =
+        |e: String| Error::ServiceUnavailable(format!("error trying to reach service: {e}"));
     let addr = if target.host.contains(':') {
         format!("[{}]:{}", target.host, target.port)
     } else {
@@ -363,9 +386,10 @@ async fn forward(
         .connect(server_name, tcp)
         .await
         .map_err(|e| unavailable(format!("tls: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, ClientBody>(TokioIo::new(tls))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, ClientBody>(TokioIo::new(tls))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "kubelet connection ended");
@@ -501,9 +525,15 @@ mod tests {
         );
         let e = resolve_container(&pod(), "x", Some("z"), false).expect_err("unknown");
         assert_eq!(e.status()["message"], "container z is not valid for pod x");
-        assert_eq!(resolve_container(&pod(), "x", Some("i"), true).expect("init"), "i");
+        assert_eq!(
+            resolve_container(&pod(), "x", Some("i"), true).expect("init"),
+            "i"
+        );
         let one = json!({"spec": {"containers": [{"name": "only"}]}});
-        assert_eq!(resolve_container(&one, "x", None, true).expect("default"), "only");
+        assert_eq!(
+            resolve_container(&one, "x", None, true).expect("default"),
+            "only"
+        );
     }
 
     #[test]
@@ -517,7 +547,8 @@ mod tests {
             waiting_message(&p, "x", "a", "previous=true").as_deref(),
             Some("previous terminated container \"a\" in pod \"x\" not found")
         );
-        let running = json!({"status": {"containerStatuses": [{"name": "a", "state": {"running": {}}}]}});
+        let running =
+            json!({"status": {"containerStatuses": [{"name": "a", "state": {"running": {}}}]}});
         assert_eq!(waiting_message(&running, "x", "a", ""), None);
     }
 
@@ -537,6 +568,9 @@ mod tests {
         assert!(check_log_query("sinceSeconds=0").is_err());
         assert!(check_log_query("tailLines=-1").is_err());
         assert!(check_log_query("sinceSeconds=3&sinceTime=2024-01-01T00:00:00Z").is_err());
-        assert_eq!(without("container=a&follow=true", "container"), "follow=true");
+        assert_eq!(
+            without("container=a&follow=true", "container"),
+            "follow=true"
+        );
     }
 }

@@ -113,7 +113,13 @@ pub fn resources() -> Vec<ResourceInfo> {
             STATUS,
             NamespaceStrategy,
         ),
-        info(core("Pod", "pods", &["po"]), ALL, true, POD_SUBS, PodStrategy),
+        info(
+            core("Pod", "pods", &["po"]),
+            ALL,
+            true,
+            POD_SUBS,
+            PodStrategy,
+        ),
         info(
             core("Service", "services", &["svc"]),
             ALL,

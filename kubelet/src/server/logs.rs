@@ -71,7 +71,12 @@ pub(super) async fn serve(
     };
     let all = match pods::containers(ctx, namespace, pod, Some(container)).await {
         Ok(a) => a,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot list containers: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot list containers: {e}"),
+            )
+        }
     };
     let id = if opts.previous {
         match all.get(1) {
@@ -107,29 +112,26 @@ pub(super) async fn serve(
     let stream = ctx.docker.logs(&id, Some(b.build()));
     // limitBytes: stop once that many bytes went out; an error ends the stream.
     let limit = opts.limit_bytes.filter(|n| *n > 0).map(|n| n as usize);
-    let body = stream
-        .scan(limit, |left, item| {
-            let out = match (item, left.as_mut()) {
-                (Err(e), _) => {
-                    tracing::debug!(error = %e, "container log stream ended");
-                    return std::future::ready(None);
-                }
-                (Ok(_), Some(0)) => return std::future::ready(None),
-                (Ok(o), Some(n)) => {
-                    let b = o.into_bytes();
-                    let take = b.len().min(*n);
-                    *n -= take;
-                    b.slice(..take)
-                }
-                (Ok(o), None) => o.into_bytes(),
-            };
-            std::future::ready(Some(Ok::<_, std::io::Error>(hyper::body::Frame::data(out))))
-        });
+    let body = stream.scan(limit, |left, item| {
+        let out = match (item, left.as_mut()) {
+            (Err(e), _) => {
+                tracing::debug!(error = %e, "container log stream ended");
+                return std::future::ready(None);
+            }
+            (Ok(_), Some(0)) => return std::future::ready(None),
+            (Ok(o), Some(n)) => {
+                let b = o.into_bytes();
+                let take = b.len().min(*n);
+                *n -= take;
+                b.slice(..take)
+            }
+            (Ok(o), None) => o.into_bytes(),
+        };
+        std::future::ready(Some(Ok::<_, std::io::Error>(hyper::body::Frame::data(out))))
+    });
     let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(body)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

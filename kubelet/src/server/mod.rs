@@ -126,7 +126,9 @@ pub async fn serve(listener: TcpListener, ctx: Context, shutdown: CancellationTo
 
 /// A full body.
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A plain-text response, as upstream's kubelet writes its errors.
@@ -186,11 +188,35 @@ async fn route(
         (Method::GET, ["containerLogs", ns, pod, container]) => {
             logs::serve(&ctx, ns, pod, container, &query).await
         }
-        (Method::GET | Method::POST, ["exec", ns, pod, container] | ["exec", ns, pod, _, container]) => {
-            stream(ctx, req, remotecommand::Kind::Exec, ns, pod, container, &query).await
+        (
+            Method::GET | Method::POST,
+            ["exec", ns, pod, container] | ["exec", ns, pod, _, container],
+        ) => {
+            stream(
+                ctx,
+                req,
+                remotecommand::Kind::Exec,
+                ns,
+                pod,
+                container,
+                &query,
+            )
+            .await
         }
-        (Method::GET | Method::POST, ["attach", ns, pod, container] | ["attach", ns, pod, _, container]) => {
-            stream(ctx, req, remotecommand::Kind::Attach, ns, pod, container, &query).await
+        (
+            Method::GET | Method::POST,
+            ["attach", ns, pod, container] | ["attach", ns, pod, _, container],
+        ) => {
+            stream(
+                ctx,
+                req,
+                remotecommand::Kind::Attach,
+                ns,
+                pod,
+                container,
+                &query,
+            )
+            .await
         }
         (Method::GET | Method::POST, ["portForward", ns, pod] | ["portForward", ns, pod, _]) => {
             port_forward(ctx, req, ns, pod, &query).await
@@ -244,14 +270,20 @@ fn accept_spdy(
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    h.insert("x-stream-protocol-version", HeaderValue::from_static(chosen));
+    h.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(chosen),
+    );
     Ok((resp, chosen, hyper::upgrade::on(req)))
 }
 
 /// A SPDY session over an upgraded HTTP connection.
 fn spdy_over_upgraded(
     up: hyper::upgrade::Upgraded,
-) -> (spdy::Sender, tokio::sync::mpsc::Receiver<spdy::IncomingStream>) {
+) -> (
+    spdy::Sender,
+    tokio::sync::mpsc::Receiver<spdy::IncomingStream>,
+) {
     let (rd, wr) = tokio::io::split(TokioIo::new(up));
     let reader = tokio_util::io::ReaderStream::new(rd);
     let writer = tokio_util::codec::FramedWrite::new(wr, tokio_util::codec::BytesCodec::new());
@@ -261,7 +293,10 @@ fn spdy_over_upgraded(
 /// A SPDY session carried in the binary messages of a WebSocket.
 fn spdy_over_websocket(
     ws: websocket::Ws,
-) -> (spdy::Sender, tokio::sync::mpsc::Receiver<spdy::IncomingStream>) {
+) -> (
+    spdy::Sender,
+    tokio::sync::mpsc::Receiver<spdy::IncomingStream>,
+) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let (sink, stream) = ws.split();
@@ -361,7 +396,12 @@ async fn port_forward(
         } else {
             match portforward::ports_from_query(query) {
                 Ok(p) if !p.is_empty() => p,
-                Ok(_) => return text(StatusCode::BAD_REQUEST, "query parameter \"port\" is required"),
+                Ok(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "query parameter \"port\" is required",
+                    )
+                }
                 Err(m) => return text(StatusCode::BAD_REQUEST, m),
             }
         };

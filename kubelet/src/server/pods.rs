@@ -108,18 +108,18 @@ pub(super) async fn pod_ip(ctx: &Context, namespace: &str, pod: &str) -> Result<
                 continue;
             }
             let ns = info.network_settings.as_ref();
-            let ip = ns
-                .and_then(|n| n.networks.as_ref())
-                .and_then(|m| {
-                    m.values()
-                        .filter_map(|e| e.ip_address.clone())
-                        .find(|ip| !ip.is_empty())
-                });
+            let ip = ns.and_then(|n| n.networks.as_ref()).and_then(|m| {
+                m.values()
+                    .filter_map(|e| e.ip_address.clone())
+                    .find(|ip| !ip.is_empty())
+            });
             if let Some(ip) = ip {
                 return Ok(ip);
             }
             break;
         }
     }
-    Err(format!("pod {namespace}/{pod} has no running container with an IP address"))
+    Err(format!(
+        "pod {namespace}/{pod} has no running container with an IP address"
+    ))
 }

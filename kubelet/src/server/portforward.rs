@@ -179,7 +179,11 @@ pub(super) async fn serve_spdy(
             pending.insert(request_id, s);
             continue;
         };
-        let (error, data) = if kind == "error" { (s, other) } else { (other, s) };
+        let (error, data) = if kind == "error" {
+            (s, other)
+        } else {
+            (other, s)
+        };
         tokio::spawn(forward_pair(
             sender.clone(),
             error,
@@ -207,7 +211,9 @@ async fn forward_pair(
         }
     };
     let Some(port) = port else {
-        let raw = spdy::header(&data.headers, "port").unwrap_or("").to_string();
+        let raw = spdy::header(&data.headers, "port")
+            .unwrap_or("")
+            .to_string();
         return fail(format!("invalid port {raw:?}")).await;
     };
     let conn = match dial(&ip, port).await {
@@ -229,7 +235,10 @@ async fn forward_pair(
         match rd.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
-                if !sender.data(data.id, Bytes::copy_from_slice(&buf[..n])).await {
+                if !sender
+                    .data(data.id, Bytes::copy_from_slice(&buf[..n]))
+                    .await
+                {
                     break;
                 }
             }
@@ -253,8 +262,14 @@ mod tests {
 
     #[test]
     fn ports_from_either_spelling() {
-        assert_eq!(ports_from_query("ports=80,8080").expect("p"), vec![80, 8080]);
-        assert_eq!(ports_from_query("port=80&port=81").expect("p"), vec![80, 81]);
+        assert_eq!(
+            ports_from_query("ports=80,8080").expect("p"),
+            vec![80, 8080]
+        );
+        assert_eq!(
+            ports_from_query("port=80&port=81").expect("p"),
+            vec![80, 81]
+        );
         assert!(ports_from_query("ports=0").is_err());
         assert!(ports_from_query("ports=x").is_err());
     }

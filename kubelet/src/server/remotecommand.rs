@@ -118,13 +118,7 @@ pub(super) enum Kind {
 }
 
 /// Runs the exec or attach in container `id`, pumping `io`, until the output ends.
-pub(super) async fn run(
-    ctx: &Context,
-    kind: Kind,
-    id: &str,
-    opts: &Options,
-    io: Io,
-) -> Outcome {
+pub(super) async fn run(ctx: &Context, kind: Kind, id: &str, opts: &Options, io: Io) -> Outcome {
     match kind {
         Kind::Exec => exec(ctx, id, opts, io).await,
         Kind::Attach => attach(ctx, id, opts, io).await,
@@ -229,7 +223,11 @@ async fn attach(ctx: &Context, id: &str, opts: &Options, io: Io) -> Outcome {
 /// Copies stdin to the process and its output to `out` until the output ends.
 async fn pump(
     mut output: std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send>,
+        Box<
+            dyn futures::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
     >,
     mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     stdin: Option<mpsc::Receiver<Bytes>>,
@@ -303,7 +301,8 @@ pub(super) async fn serve_websocket(
             match ch {
                 STDIN => {
                     if let Some(tx) = &stdin_tx {
-                        if !rest.is_empty() && tx.send(Bytes::copy_from_slice(rest)).await.is_err() {
+                        if !rest.is_empty() && tx.send(Bytes::copy_from_slice(rest)).await.is_err()
+                        {
                             stdin_tx = None;
                         }
                     }
@@ -378,7 +377,12 @@ pub(super) async fn serve_spdy(
     let expected = 1 + opts.stdin as usize + opts.stdout as usize + opts.stderr as usize;
     let mut have = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while have < expected || (opts.tty && resize_stream.is_none() && protocol != "v2.channel.k8s.io" && protocol != "channel.k8s.io") {
+    while have < expected
+        || (opts.tty
+            && resize_stream.is_none()
+            && protocol != "v2.channel.k8s.io"
+            && protocol != "channel.k8s.io")
+    {
         let s = match tokio::time::timeout_at(deadline, incoming.recv()).await {
             Ok(Some(s)) => s,
             _ => {
@@ -464,7 +468,9 @@ pub(super) async fn serve_spdy(
         } else {
             match outcome {
                 Outcome::Success => String::new(),
-                Outcome::ExitCode(c) => format!("command terminated with non-zero exit code: exit status {c}"),
+                Outcome::ExitCode(c) => {
+                    format!("command terminated with non-zero exit code: exit status {c}")
+                }
                 Outcome::Error(m) => m,
             }
         };

@@ -106,16 +106,71 @@ pub enum Error {
 /// length-prefixed common header names and values, then a run of common text.
 pub static DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-        "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-        "cache-control", "connection", "content-base", "content-encoding", "content-language",
-        "content-length", "content-location", "content-md5", "content-range", "content-type",
-        "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since",
-        "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location",
-        "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range",
-        "referer", "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade",
-        "user-agent", "vary", "via", "warning", "www-authenticate", "method", "get", "status",
-        "200 OK", "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     const TAIL: &str = concat!(
         "100101201202205206300302303304305306307402405406407408409410411412413414415416417",
@@ -658,7 +713,9 @@ async fn read_loop<R>(
                     }
                 }
                 Frame::GoAway { .. } => break 'conn,
-                Frame::Headers { stream_id, flags, .. } => {
+                Frame::Headers {
+                    stream_id, flags, ..
+                } => {
                     if flags & FLAG_FIN != 0 {
                         streams.lock().remove(&stream_id);
                     }
@@ -787,7 +844,10 @@ mod tests {
     fn ping_wire_format_and_unknown_control_frames_are_skipped() {
         let mut c = Codec::new();
         let mut buf = BytesMut::from(&[0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 9][..]);
-        assert_eq!(c.decode(&mut buf).expect("ping"), Some(Frame::Ping { id: 9 }));
+        assert_eq!(
+            c.decode(&mut buf).expect("ping"),
+            Some(Frame::Ping { id: 9 })
+        );
         let mut buf = BytesMut::from(&[0x80, 3, 0, 10, 0, 0, 0, 1, 0][..]);
         assert_eq!(
             c.decode(&mut buf).expect("unknown"),

@@ -18,7 +18,10 @@ pub(super) fn is_websocket(req: &Request<Incoming>) -> bool {
         .get_all(header::UPGRADE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
 }
 
 /// Subprotocols the client offers, in its order.
@@ -61,8 +64,7 @@ pub(super) fn accept(
             ),
         ));
     };
-    let accept_key =
-        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut resp = Response::new(full(""));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -78,7 +80,9 @@ pub(super) fn accept(
     let on = hyper::upgrade::on(req);
     let fut = async move {
         match on.await {
-            Ok(up) => Some(WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await),
+            Ok(up) => {
+                Some(WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
                 None
