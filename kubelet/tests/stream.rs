@@ -380,6 +380,24 @@ async fn stock_kubectl_logs_exec_cp_port_forward() -> anyhow::Result<()> {
     }
     child.kill().await?;
 
+    // attach streams the main process's output.
+    let mut child = tokio::process::Command::new(&kubectl_bin)
+        .arg("--kubeconfig")
+        .arg(&f.kubeconfig)
+        .args(["attach", "web"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    while !seen.contains("tick") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), stdout.read(&mut buf)).await??;
+        assert!(n > 0, "kubectl attach ended: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    child.kill().await?;
+
     // exec: output, exit codes, stdin.
     let (code, out, err) = kubectl(
         &f,
@@ -429,12 +447,21 @@ async fn stock_kubectl_logs_exec_cp_port_forward() -> anyhow::Result<()> {
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(&back)?, "copied up\n");
 
-    // port-forward (SPDY in a WebSocket), then an HTTP request through it.
+    // port-forward: SPDY in a WebSocket (kubectl's default), then plain SPDY.
+    port_forward(&f, &[]).await?;
+    port_forward(&f, &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")]).await?;
+    Ok(())
+}
+
+/// `kubectl port-forward pod/web <local>:8080`, then two HTTP requests through it.
+async fn port_forward(f: &Fixture, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let kubectl_bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
     let mut pf = tokio::process::Command::new(&kubectl_bin)
+        .envs(env.iter().copied())
         .arg("--kubeconfig")
         .arg(&f.kubeconfig)
         .args(["port-forward", "pod/web", &format!("{port}:8080")])
@@ -444,13 +471,16 @@ async fn stock_kubectl_logs_exec_cp_port_forward() -> anyhow::Result<()> {
     let mut pf_out = pf.stdout.take().expect("stdout");
     let mut buf = [0u8; 256];
     let n = tokio::time::timeout(Duration::from_secs(20), pf_out.read(&mut buf)).await??;
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("Forwarding from"));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("Forwarding from"),
+        "{env:?}"
+    );
     for _ in 0..2 {
         let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         c.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
         let mut resp = String::new();
         tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut resp)).await??;
-        assert!(resp.contains("pf-ok"), "{resp:?}");
+        assert!(resp.contains("pf-ok"), "{env:?}: {resp:?}");
     }
     pf.kill().await?;
     Ok(())
