@@ -213,7 +213,7 @@ async fn streaming_through_the_api_server() -> anyhow::Result<()> {
         )
         .await?;
     let mut seen = String::new();
-    while !seen.matches("tick").nth(1).is_some() {
+    while seen.matches("tick").count() < 2 {
         let mut buf = [0u8; 256];
         let n = tokio::time::timeout(
             Duration::from_secs(10),

@@ -227,12 +227,10 @@ fn check_log_query(query: &str) -> Result<()> {
                 since_seconds = true;
             }
             "limitBytes" => positive("limitBytes")?,
-            "tailLines" => {
-                if v.parse::<i64>().map(|n| n < 0).unwrap_or(true) {
-                    return Err(Error::BadRequest(format!(
-                        "PodLogOptions \"\" is invalid: tailLines: Invalid value: {v}: must be greater than or equal to 0"
-                    )));
-                }
+            "tailLines" if v.parse::<i64>().map(|n| n < 0).unwrap_or(true) => {
+                return Err(Error::BadRequest(format!(
+                    "PodLogOptions \"\" is invalid: tailLines: Invalid value: {v}: must be greater than or equal to 0"
+                )));
             }
             "sinceTime" => {
                 chrono::DateTime::parse_from_rfc3339(&v).map_err(|_| {

@@ -254,13 +254,13 @@ fn is_spdy(req: &Request<Incoming>) -> bool {
 fn accept_spdy(
     req: &mut Request<Incoming>,
     supported: &[&'static str],
-) -> Result<(Response<Body>, &'static str, hyper::upgrade::OnUpgrade), Response<Body>> {
+) -> Result<websocket::Accepted<hyper::upgrade::OnUpgrade>, websocket::Rejected> {
     let offered = stream_protocols(req);
     let chosen = offered
         .iter()
         .find_map(|o| supported.iter().find(|s| **s == o.as_str()).copied());
     let Some(chosen) = chosen else {
-        return Err(text(
+        return Err(websocket::Rejected(
             StatusCode::FORBIDDEN,
             format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}"),
         ));
@@ -343,7 +343,7 @@ async fn stream(
         let (resp, protocol, ws) =
             match websocket::accept(&mut req, &["v5.channel.k8s.io", "v4.channel.k8s.io"]) {
                 Ok(x) => x,
-                Err(r) => return r,
+                Err(r) => return r.response(),
             };
         tokio::spawn(async move {
             if let Some(ws) = ws.await {
@@ -355,7 +355,7 @@ async fn stream(
     if is_spdy(&req) {
         let (resp, protocol, on) = match accept_spdy(&mut req, remotecommand::SPDY_PROTOCOLS) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return r.response(),
         };
         tokio::spawn(async move {
             let Ok(up) = on.await else { return };
@@ -389,7 +389,7 @@ async fn port_forward(
             ],
         ) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return r.response(),
         };
         let ports = if protocol.starts_with("SPDY") {
             Vec::new()
@@ -419,7 +419,7 @@ async fn port_forward(
     if is_spdy(&req) {
         let (resp, _, on) = match accept_spdy(&mut req, &["portforward.k8s.io"]) {
             Ok(x) => x,
-            Err(r) => return r,
+            Err(r) => return r.response(),
         };
         tokio::spawn(async move {
             let Ok(up) = on.await else { return };

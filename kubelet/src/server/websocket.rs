@@ -36,28 +36,39 @@ pub(super) fn offered_protocols(req: &Request<Incoming>) -> Vec<String> {
         .collect()
 }
 
-/// Accepts the upgrade with the first offered protocol in `supported`. Returns the 101
-/// response to send and a future of the WebSocket, or the error response.
+/// The WebSocket once the client has switched protocols (`None`: the upgrade failed).
+pub(super) type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Ws>> + Send>>;
+
+/// An upgrade refused: status and message.
+#[derive(Debug)]
+pub(super) struct Rejected(pub StatusCode, pub String);
+
+impl Rejected {
+    pub(super) fn response(self) -> Response<Body> {
+        text(self.0, self.1)
+    }
+}
+
+/// An upgrade accepted: the 101 response to send, the chosen protocol, the connection.
+pub(super) type Accepted<T> = (Response<Body>, &'static str, T);
+
+/// Accepts the upgrade with the first offered protocol in `supported`.
 pub(super) fn accept(
     req: &mut Request<Incoming>,
     supported: &[&'static str],
-) -> Result<
-    (
-        Response<Body>,
-        &'static str,
-        impl std::future::Future<Output = Option<Ws>> + Send + 'static,
-    ),
-    Response<Body>,
-> {
+) -> Result<Accepted<Pending>, Rejected> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return Err(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
+        return Err(Rejected(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key".into(),
+        ));
     };
     let offered = offered_protocols(req);
     let Some(protocol) = offered
         .iter()
         .find_map(|o| supported.iter().find(|s| **s == o.as_str()).copied())
     else {
-        return Err(text(
+        return Err(Rejected(
             StatusCode::BAD_REQUEST,
             format!(
                 "websocket server does not support any of the requested subprotocols {offered:?}; supported: {supported:?}"
@@ -78,7 +89,7 @@ pub(super) fn accept(
         HeaderValue::from_static(protocol),
     );
     let on = hyper::upgrade::on(req);
-    let fut = async move {
+    let fut = Box::pin(async move {
         match on.await {
             Ok(up) => {
                 Some(WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await)
@@ -88,6 +99,6 @@ pub(super) fn accept(
                 None
             }
         }
-    };
+    });
     Ok((resp, protocol, fut))
 }
