@@ -15,6 +15,8 @@ const IMAGE: &str = "minik8s-test/busybox:latest";
 struct Fixture {
     client: kube::Client,
     kubeconfig: std::path::PathBuf,
+    kubelet_port: u16,
+    pki: std::sync::Arc<apiserver::pki::Pki>,
     node: String,
     container: String,
     _dir: tempfile::TempDir,
@@ -129,6 +131,8 @@ async fn fixture() -> anyhow::Result<Fixture> {
     let f = Fixture {
         client,
         kubeconfig: server.kubeconfig.clone(),
+        kubelet_port: port,
+        pki: server.pki.clone(),
         node,
         container,
         _dir: dir,
@@ -483,5 +487,71 @@ async fn port_forward(f: &Fixture, env: &[(&str, &str)]) -> anyhow::Result<()> {
         assert!(resp.contains("pf-ok"), "{env:?}: {resp:?}");
     }
     pf.kill().await?;
+    Ok(())
+}
+
+async fn curl(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "--max-time", "10"])
+        .args(args)
+        .output()
+        .await?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubelet_server_requires_a_cluster_client_certificate() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let base = format!("https://127.0.0.1:{}", f.kubelet_port);
+    let logs = format!("{base}/containerLogs/default/web/main");
+    assert_eq!(curl(&[&format!("{base}/healthz")]).await?.trim(), "ok");
+    assert_eq!(
+        curl(&["-o", "/dev/null", "-w", "%{http_code}", &logs]).await?,
+        "401"
+    );
+
+    // The API server's kubelet client certificate is accepted.
+    let tmp = tempfile::tempdir()?;
+    let (cert, key) = (tmp.path().join("c.crt"), tmp.path().join("c.key"));
+    std::fs::write(&cert, &f.pki.kubelet_client_cert_pem)?;
+    std::fs::write(&key, &f.pki.kubelet_client_key_pem)?;
+    let (cert, key) = (cert.to_str().expect("path"), key.to_str().expect("path"));
+    let body = curl(&["--cert", cert, "--key", key, &format!("{logs}?tailLines=1")]).await?;
+    assert_eq!(body, "tick\n");
+    let missing = curl(&[
+        "--cert",
+        cert,
+        "--key",
+        key,
+        &format!("{base}/containerLogs/default/web/nope"),
+    ])
+    .await?;
+    assert_eq!(
+        missing.trim(),
+        "container \"nope\" in pod \"web\" is not available"
+    );
+
+    // A certificate from another CA does not get through the handshake.
+    let other_key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+    let other = params.self_signed(&other_key)?;
+    std::fs::write(tmp.path().join("o.crt"), other.pem())?;
+    std::fs::write(tmp.path().join("o.key"), other_key.serialize_pem())?;
+    let code = curl(&[
+        "--cert",
+        tmp.path().join("o.crt").to_str().expect("path"),
+        "--key",
+        tmp.path().join("o.key").to_str().expect("path"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &logs,
+    ])
+    .await?;
+    assert_eq!(code, "000");
     Ok(())
 }
