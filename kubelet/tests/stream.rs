@@ -555,3 +555,53 @@ async fn kubelet_server_requires_a_cluster_client_certificate() -> anyhow::Resul
     assert_eq!(code, "000");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_v4_exec_straight_to_the_kubelet() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let f = fixture().await?;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", f.kubelet_port)).await?;
+    let tls = tokio_rustls::TlsConnector::from(f.pki.kubelet_client_config()?)
+        .connect(rustls_pki_types::ServerName::try_from("127.0.0.1")?, tcp)
+        .await?;
+    let url = format!(
+        "wss://127.0.0.1:{}/exec/default/web/main?command=sh&command=-c&command=echo%20hi%3B%20exit%202&output=1&error=1",
+        f.kubelet_port
+    );
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        http::HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await?;
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.as_bytes()),
+        Some(&b"v4.channel.k8s.io"[..])
+    );
+    let mut stdout = Vec::new();
+    let mut status = None;
+    let mut close = None;
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
+        match msg? {
+            Message::Binary(b) if b.first() == Some(&1) => stdout.extend_from_slice(&b[1..]),
+            Message::Binary(b) if b.first() == Some(&3) => {
+                status = Some(serde_json::from_slice::<serde_json::Value>(&b[1..])?)
+            }
+            Message::Close(c) => close = c,
+            _ => {}
+        }
+    }
+    assert_eq!(stdout, b"hi\n");
+    let status = status.expect("a status frame");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "2");
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1000));
+    Ok(())
+}

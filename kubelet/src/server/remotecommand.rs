@@ -316,6 +316,7 @@ pub(super) async fn serve_websocket(
                 _ => {}
             }
         }
+        stream
     });
     let io = Io {
         stdin: opts.stdin.then_some(stdin_rx),
@@ -346,8 +347,12 @@ pub(super) async fn serve_websocket(
             })))
             .await;
     }
-    // Give the client a moment to answer the close handshake.
-    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    // Give the client a moment to answer the close handshake, then end TLS cleanly.
+    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(2), reader).await {
+        if let Ok(mut ws) = sink.reunite(stream) {
+            let _ = ws.get_mut().shutdown().await;
+        }
+    }
 }
 
 /// Stream protocols of remotecommand over SPDY, newest first.
