@@ -605,3 +605,78 @@ async fn websocket_v4_exec_straight_to_the_kubelet() -> anyhow::Result<()> {
     assert_eq!(close.map(|c| u16::from(c.code)), Some(1000));
     Ok(())
 }
+
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn previous_logs_come_from_the_last_instance() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), "default");
+    // A restarted instance of web/main, labelled with its restart count as the pod workers do.
+    let name = format!("{}-restart1", f.container);
+    let _guard = RemoveOnDrop(name.clone());
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(["run", "-d", "--name", &name]);
+    for l in [
+        format!("{}={}", kubelet::labels::NODE, f.node),
+        format!("{}=default", kubelet::labels::POD_NAMESPACE),
+        format!("{}=web", kubelet::labels::POD_NAME),
+        format!("{}=main", kubelet::labels::CONTAINER_NAME),
+        "io.kubernetes.container.restartCount=1".to_string(),
+    ] {
+        cmd.args(["--label", &l]);
+    }
+    cmd.args([IMAGE, "sh", "-c", "echo second; sleep 600"]);
+    anyhow::ensure!(cmd.output().await?.status.success(), "docker run failed");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = pods.logs("web", &LogParams::default()).await?;
+        if logs == "second\n" {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "current logs: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let previous = pods
+        .logs(
+            "web",
+            &LogParams {
+                previous: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert!(
+        previous.contains("hello\n") && previous.contains("tick\n"),
+        "{previous:?}"
+    );
+    let err = pods
+        .logs(
+            "two",
+            &LogParams {
+                container: Some("a".into()),
+                previous: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("no previous instance");
+    assert!(
+        err.to_string()
+            .contains("previous terminated container \"a\" in pod \"two\" not found"),
+        "{err}"
+    );
+    Ok(())
+}

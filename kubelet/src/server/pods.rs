@@ -9,12 +9,16 @@ use crate::labels;
 
 /// Name of the sandbox (infra) container in the container-name label.
 pub(super) const SANDBOX: &str = "POD";
+/// The container's restart count, as the kubelet's pod workers label it; orders the
+/// instances of one container when present.
+const ATTEMPT: &str = "io.kubernetes.container.restartCount";
 
 /// One Docker container of a pod.
 #[derive(Debug, Clone)]
 pub(super) struct Found {
     pub id: String,
     pub running: bool,
+    attempt: u64,
     created: i64,
 }
 
@@ -52,12 +56,19 @@ pub(super) async fn containers(
                             | bollard::models::ContainerSummaryStateEnum::PAUSED
                     )
                 }),
+                attempt: c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(ATTEMPT))
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
                 created: c.created.unwrap_or(0),
             })
         })
         .collect();
-    // Newest first; a running one wins over an exited one created in the same second.
-    found.sort_by(|a, b| b.created.cmp(&a.created).then(b.running.cmp(&a.running)));
+    // Newest first: highest restart count, then creation time; a running one wins over an
+    // exited one created in the same second.
+    found.sort_by(|a, b| (b.attempt, b.created, b.running).cmp(&(a.attempt, a.created, a.running)));
     Ok(found)
 }
 
