@@ -68,7 +68,7 @@ pub(super) async fn containers(
         .collect();
     // Newest first: highest restart count, then creation time; a running one wins over an
     // exited one created in the same second.
-    found.sort_by(|a, b| (b.attempt, b.created, b.running).cmp(&(a.attempt, a.created, a.running)));
+    found.sort_by_key(|c| std::cmp::Reverse((c.attempt, c.created, c.running)));
     Ok(found)
 }
 
