@@ -3,6 +3,8 @@
 
 use tokio_util::sync::CancellationToken;
 
+pub mod server;
+
 /// Labels on every container the kubelet creates, so a restarted kubelet (and the streaming
 /// server) find a pod's containers again. Names as upstream's dockershim used them.
 pub mod labels {
