@@ -1,0 +1,5 @@
+//! Helpers the controllers share.
+
+pub mod informer;
+pub mod pod;
+pub mod taint;
