@@ -11,45 +11,24 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::informer::{ready, reflect, Rounds};
 use crate::common::pod;
+use crate::common::rounds::{watch, Rounds};
+use crate::ControllerContext;
 
 /// Label upstream puts on the Endpoints and EndpointSlices of headless services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 /// Runs the endpoints controller until `shutdown`.
-pub async fn run(client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(ctx: ControllerContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let shutdown = ctx.shutdown.clone();
     let wake = Arc::new(Notify::new());
-    let w = || watcher::Config::default();
-    let services = reflect(
-        Api::<Service>::all(client.clone()),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let pods = reflect(
-        Api::<Pod>::all(client.clone()),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let endpoints = reflect(
-        Api::<Endpoints>::all(client.clone()),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    if !(ready(&services, &shutdown).await
-        && ready(&pods, &shutdown).await
-        && ready(&endpoints, &shutdown).await)
-    {
-        return Ok(());
-    }
+    let services = watch::<Service>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let pods = watch::<Pod>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let endpoints = watch::<Endpoints>(&ctx.informers, &wake, &ctx.shutdown).await;
     let mut known: HashSet<(String, String)> = HashSet::new();
     let mut rounds = Rounds::new("endpoints", wake, Duration::from_secs(30), shutdown);
     while rounds.next().await {
@@ -121,7 +100,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
         let mut key = ports;
         key.sort();
         let entry = groups.entry(key).or_default();
-        if publish_not_ready || pod::is_ready(p) {
+        if publish_not_ready || pod::is_pod_ready(p) {
             entry.0.push(addr);
         } else {
             entry.1.push(addr);

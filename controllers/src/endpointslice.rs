@@ -13,14 +13,13 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::informer::{ready, reflect, Rounds};
 use crate::common::pod;
+use crate::common::rounds::{watch, Rounds};
 use crate::endpoints::{selected_pods, service_labels};
+use crate::ControllerContext;
 
 /// Label naming the Service a slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -46,37 +45,14 @@ impl Default for EndpointSliceConfig {
 }
 
 /// Runs the EndpointSlice controller until `shutdown`.
-pub async fn run(
-    client: Client,
-    cfg: EndpointSliceConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: ControllerContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let shutdown = ctx.shutdown.clone();
+    let cfg = ctx.config.endpointslice.clone();
     let wake = Arc::new(Notify::new());
-    let w = || watcher::Config::default();
-    let services = reflect(
-        Api::<Service>::all(client.clone()),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let pods = reflect(
-        Api::<Pod>::all(client.clone()),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let slices = reflect(
-        Api::<EndpointSlice>::all(client.clone()),
-        w().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    if !(ready(&services, &shutdown).await
-        && ready(&pods, &shutdown).await
-        && ready(&slices, &shutdown).await)
-    {
-        return Ok(());
-    }
+    let services = watch::<Service>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let pods = watch::<Pod>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let slices = watch::<EndpointSlice>(&ctx.informers, &wake, &ctx.shutdown).await;
     let max = cfg.max_endpoints_per_slice.max(1);
     let mut rounds = Rounds::new("endpointslice", wake, Duration::from_secs(30), shutdown);
     while rounds.next().await {
@@ -125,7 +101,7 @@ pub fn desired_slices(svc: &Service, pods: &[Arc<Pod>], max: usize) -> Vec<Desir
             })
             .collect();
         key.sort();
-        let serving = pod::is_ready(p);
+        let serving = pod::is_pod_ready(p);
         let terminating = p.metadata.deletion_timestamp.is_some();
         let pspec = p.spec.as_ref();
         let address_type = if ip.contains(':') { "IPv6" } else { "IPv4" };

@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::informer::Rounds;
+use crate::common::rounds::Rounds;
 
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
@@ -220,7 +220,10 @@ fn spawn_watch(
 }
 
 /// Runs the garbage collector until `shutdown`.
-pub async fn run(client: Client, cfg: GcConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(ctx: crate::ControllerContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let shutdown = ctx.shutdown.clone();
+    let cfg = ctx.config.gc.clone();
     let graph: Graph = Arc::default();
     let wake = Arc::new(Notify::new());
     let resolver = Arc::new(Mutex::new(Resolver::default()));

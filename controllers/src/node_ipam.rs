@@ -10,13 +10,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::informer::{ready, reflect, Rounds};
+use crate::common::rounds::{watch, Rounds};
+use crate::ControllerContext;
 
 /// Flags of node IPAM.
 #[derive(clap::Args, Debug, Clone)]
@@ -156,26 +155,17 @@ impl CidrSet {
 }
 
 /// Runs node IPAM until `shutdown`.
-pub async fn run(
-    client: Client,
-    cfg: NodeIpamConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: ControllerContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let shutdown = ctx.shutdown.clone();
+    let cfg = ctx.config.node_ipam.clone();
     let mut sets = cfg
         .cluster_cidr
         .iter()
         .map(|c| CidrSet::new(c, cfg.node_cidr_mask_size))
         .collect::<Result<Vec<_>, _>>()?;
     let wake = Arc::new(Notify::new());
-    let nodes = reflect(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    if !ready(&nodes, &shutdown).await {
-        return Ok(());
-    }
+    let nodes = watch::<Node>(&ctx.informers, &wake, &ctx.shutdown).await;
     // What each node holds, as far as this allocator knows (written or observed).
     let mut held: HashMap<String, Vec<String>> = HashMap::new();
     let mut rounds = Rounds::new("nodeipam", wake, Duration::from_secs(30), shutdown);

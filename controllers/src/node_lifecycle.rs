@@ -19,14 +19,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::informer::{ready, reflect, Rounds};
+use crate::common::rounds::{watch, Rounds};
 use crate::common::taint::tolerates;
+use crate::ControllerContext;
 
 /// Taint of a node whose Ready condition is False.
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -123,37 +122,14 @@ struct Controller {
 }
 
 /// Runs the node lifecycle controller until `shutdown`.
-pub async fn run(
-    client: Client,
-    cfg: NodeLifecycleConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: ControllerContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let shutdown = ctx.shutdown.clone();
+    let cfg = ctx.config.node_lifecycle.clone();
     let wake = Arc::new(Notify::new());
-    let w = || watcher::Config::default();
-    let nodes = reflect(
-        Api::<Node>::all(client.clone()),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let leases = reflect(
-        Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let pods = reflect(
-        Api::<Pod>::all(client.clone()),
-        w(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    if !(ready(&nodes, &shutdown).await
-        && ready(&leases, &shutdown).await
-        && ready(&pods, &shutdown).await)
-    {
-        return Ok(());
-    }
+    let nodes = watch::<Node>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let leases = watch::<Lease>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let pods = watch::<Pod>(&ctx.informers, &wake, &ctx.shutdown).await;
     let period = cfg.node_monitor_period.max(Duration::from_millis(100));
     let mut c = Controller {
         client,
@@ -314,7 +290,7 @@ impl Controller {
         let name = n.name_any();
         let lease_renew = self
             .leases
-            .find(|l| l.name_any() == name)
+            .find(|l| l.namespace().as_deref() == Some(LEASE_NAMESPACE) && l.name_any() == name)
             .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
         let ready_cond = condition(n, "Ready");
         let heartbeat = ready_cond.and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));

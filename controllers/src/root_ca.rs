@@ -10,12 +10,11 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::informer::{ready, reflect, Rounds};
+use crate::common::rounds::{watch, Rounds};
+use crate::ControllerContext;
 
 /// Name of the published ConfigMap.
 pub const CONFIGMAP_NAME: &str = "kube-root-ca.crt";
@@ -75,27 +74,13 @@ pub fn ca_from_kubeconfig(path: Option<&Path>) -> Result<String, Error> {
 }
 
 /// Runs the publisher until `shutdown`, publishing `ca_pem`.
-pub async fn run(
-    client: Client,
-    ca_pem: String,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: ControllerContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let shutdown = ctx.shutdown.clone();
+    let ca_pem = ca_from_kubeconfig(ctx.config.client.kubeconfig.as_deref())?;
     let wake = Arc::new(Notify::new());
-    let namespaces = reflect(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let maps = reflect(
-        Api::<ConfigMap>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    if !(ready(&namespaces, &shutdown).await && ready(&maps, &shutdown).await) {
-        return Ok(());
-    }
+    let namespaces = watch::<Namespace>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let maps = watch::<ConfigMap>(&ctx.informers, &wake, &ctx.shutdown).await;
     let mut rounds = Rounds::new(
         "root-ca-cert-publisher",
         wake,

@@ -7,34 +7,22 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::informer::{ready, reflect, Rounds};
+use crate::common::rounds::{watch, Rounds};
+use crate::ControllerContext;
 
 /// Name of the ServiceAccount every namespace gets.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// Runs the ServiceAccount controller until `shutdown`.
-pub async fn run(client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(ctx: ControllerContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let shutdown = ctx.shutdown.clone();
     let wake = Arc::new(Notify::new());
-    let namespaces = reflect(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    let accounts = reflect(
-        Api::<ServiceAccount>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
-        wake.clone(),
-        shutdown.clone(),
-    );
-    if !(ready(&namespaces, &shutdown).await && ready(&accounts, &shutdown).await) {
-        return Ok(());
-    }
+    let namespaces = watch::<Namespace>(&ctx.informers, &wake, &ctx.shutdown).await;
+    let accounts = watch::<ServiceAccount>(&ctx.informers, &wake, &ctx.shutdown).await;
     let mut rounds = Rounds::new("serviceaccount", wake, Duration::from_secs(30), shutdown);
     while rounds.next().await {
         rounds.report(sync(&client, &namespaces, &accounts).await);
