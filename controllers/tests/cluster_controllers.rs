@@ -546,7 +546,8 @@ async fn unreachable_node_is_tainted_and_its_pods_evicted() -> Result<()> {
                 "conditions": [{"type": "Ready", "status": "True"}]}
         })
     };
-    create_pod_with_status(&pods, mk("default-tol", json!([]))).await?;
+    // The API server's DefaultTolerationSeconds admission gives pods 300 s; this one asks for 2.
+    create_pod_with_status(&pods, mk("short", json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}]))).await?;
     create_pod_with_status(&pods, mk("forever", json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}]))).await?;
     create_pod_with_status(&pods, mk("long", json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 3600}]))).await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
@@ -603,8 +604,8 @@ async fn unreachable_node_is_tainted_and_its_pods_evicted() -> Result<()> {
     })
     .await?;
     let evicted = |p: Option<Pod>| p.is_none_or(|p| p.metadata.deletion_timestamp.is_some());
-    wait_for("pod with the default toleration evicted", 20, || async {
-        Ok(evicted(pods.get_opt("default-tol").await?).then_some(()))
+    wait_for("pod with a 2 s toleration evicted", 20, || async {
+        Ok(evicted(pods.get_opt("short").await?).then_some(()))
     })
     .await?;
     assert!(!evicted(pods.get_opt("forever").await?));
