@@ -18,6 +18,7 @@ pub mod endpointslice;
 pub mod garbage_collector;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod podgc;
 pub mod root_ca;
 pub mod serviceaccount;
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub node_lifecycle: node_lifecycle::NodeLifecycleConfig,
     #[command(flatten)]
     pub node_ipam: node_ipam::NodeIpamConfig,
+    #[command(flatten)]
+    pub podgc: podgc::PodGcConfig,
 }
 
 /// What a controller gets to run with.
@@ -117,6 +120,12 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "nodeipam",
         disabled_by_default: false,
         start: |ctx| Box::pin(node_ipam::run(ctx)),
+    },
+    Descriptor {
+        name: "pod-garbage-collector-controller",
+        alias: "podgc",
+        disabled_by_default: false,
+        start: |ctx| Box::pin(podgc::run(ctx)),
     },
 ];
 
@@ -258,6 +267,7 @@ mod tests {
             endpointslice: Default::default(),
             node_lifecycle: Default::default(),
             node_ipam: Default::default(),
+            podgc: Default::default(),
         }
     }
 

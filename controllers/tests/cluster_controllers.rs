@@ -664,3 +664,45 @@ async fn pod_cidrs_are_unique_across_nodes_and_restarts() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn podgc_removes_excess_terminated_and_orphaned_pods() -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let c = Cluster::start().await?;
+    c.namespace("pgc").await?;
+    create_node(&c, "alive", true).await?;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "pgc");
+    let mk = |name: &str, node: &str, phase: &str| {
+        json!({"metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"phase": phase}})
+    };
+    for i in 0..4 {
+        create_pod_with_status(&pods, mk(&format!("done-{i}"), "alive", "Succeeded")).await?;
+    }
+    create_pod_with_status(&pods, mk("running", "alive", "Running")).await?;
+    create_pod_with_status(&pods, mk("orphan", "gone-node", "Running")).await?;
+    c.run(&["--controllers=podgc", "--terminated-pod-gc-threshold=2"])?;
+    wait_for("orphaned pod deleted", 20, || gone(&pods, "orphan")).await?;
+    wait_for("oldest terminated pods deleted", 20, || async {
+        let names: Vec<String> = pods
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        Ok((names.iter().filter(|n| n.starts_with("done-")).count() == 2).then_some(names))
+    })
+    .await
+    .map(|names| {
+        assert!(
+            names.contains(&"done-2".to_string()) && names.contains(&"done-3".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"running".to_string()));
+    })?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    assert!(nodes.get_opt("alive").await?.is_some());
+    Ok(())
+}
