@@ -18,6 +18,9 @@ use crate::common::pod;
 use crate::common::rounds::{watch, Rounds};
 use crate::ControllerContext;
 
+/// A pod's resolved ports: (name, number, protocol), sorted.
+pub type PortKey = Vec<(String, i32, String)>;
+
 /// Label upstream puts on the Endpoints and EndpointSlices of headless services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
@@ -47,10 +50,8 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
     let headless = spec.cluster_ip.as_deref() == Some("None");
     let svc_name = svc.name_any();
     // Pods with the same port set share one subset.
-    let mut groups: BTreeMap<
-        Vec<(String, i32, String)>,
-        (Vec<EndpointAddress>, Vec<EndpointAddress>),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<PortKey, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
     for p in pods {
         if p.metadata.deletion_timestamp.is_some() && !publish_not_ready {
             continue;

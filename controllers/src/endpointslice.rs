@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::common::pod;
 use crate::common::rounds::{watch, Rounds};
-use crate::endpoints::{selected_pods, service_labels};
+use crate::endpoints::{selected_pods, service_labels, PortKey};
 use crate::ControllerContext;
 
 /// Label naming the Service a slice belongs to.
@@ -60,8 +60,6 @@ pub async fn run(ctx: ControllerContext) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-type PortKey = Vec<(String, i32, String)>;
 
 /// One slice's content: its address type, ports and endpoints.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
 //! Integration tests of the cluster controllers (garbage collector, endpoints, service accounts,
 //! root CA, node lifecycle and IPAM, pod GC, quota, disruption budgets, HPA) against the real
 //! API server started in-process. No kubelet runs: the tests drive pod and node status.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::future::Future;
 use std::time::Duration;
