@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod common;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
@@ -126,6 +127,12 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "podgc",
         disabled_by_default: false,
         start: |ctx| Box::pin(podgc::run(ctx)),
+    },
+    Descriptor {
+        name: "disruption-controller",
+        alias: "disruption",
+        disabled_by_default: false,
+        start: |ctx| Box::pin(disruption::run(ctx)),
     },
 ];
 

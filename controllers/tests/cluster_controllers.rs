@@ -707,3 +707,60 @@ async fn podgc_removes_excess_terminated_and_orphaned_pods() -> Result<()> {
     assert!(nodes.get_opt("alive").await?.is_some());
     Ok(())
 }
+
+#[tokio::test]
+async fn pdb_status_counts_healthy_pods() -> Result<()> {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let c = Cluster::start().await?;
+    c.namespace("pdb").await?;
+    c.run(&["--controllers=disruption"])?;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "pdb");
+    for (i, ready) in [true, true, false].iter().enumerate() {
+        create_pod_with_status(
+            &pods,
+            pod_json(
+                &format!("p{i}"),
+                json!({"app": "x"}),
+                &format!("10.244.1.{i}"),
+                *ready,
+            ),
+        )
+        .await?;
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), "pdb");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "x"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}
+    }))?;
+    pdbs.create(&PostParams::default(), &pdb).await?;
+    let st = wait_for("pdb status", 20, || async {
+        let p = pdbs.get("x").await?;
+        Ok(p.status.filter(|s| s.expected_pods == 3))
+    })
+    .await?;
+    assert_eq!(
+        (
+            st.current_healthy,
+            st.desired_healthy,
+            st.disruptions_allowed
+        ),
+        (2, 1, 1)
+    );
+    let cond = &st.conditions.unwrap()[0];
+    assert_eq!(
+        (
+            cond.type_.as_str(),
+            cond.status.as_str(),
+            cond.reason.as_str()
+        ),
+        ("DisruptionAllowed", "True", "SufficientPods")
+    );
+    set_ready(&pods, "p0", false).await?;
+    let st = wait_for("pdb without room", 20, || async {
+        let p = pdbs.get("x").await?;
+        Ok(p.status.filter(|s| s.current_healthy == 1))
+    })
+    .await?;
+    assert_eq!(st.disruptions_allowed, 0);
+    assert_eq!(st.conditions.unwrap()[0].reason, "InsufficientPods");
+    Ok(())
+}
