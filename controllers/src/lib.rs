@@ -20,6 +20,7 @@ pub mod garbage_collector;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod podgc;
+pub mod resourcequota;
 pub mod root_ca;
 pub mod serviceaccount;
 
@@ -133,6 +134,12 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "disruption",
         disabled_by_default: false,
         start: |ctx| Box::pin(disruption::run(ctx)),
+    },
+    Descriptor {
+        name: "resourcequota-controller",
+        alias: "resourcequota",
+        disabled_by_default: false,
+        start: |ctx| Box::pin(resourcequota::run(ctx)),
     },
 ];
 

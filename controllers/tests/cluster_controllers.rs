@@ -764,3 +764,46 @@ async fn pdb_status_counts_healthy_pods() -> Result<()> {
     assert_eq!(st.conditions.unwrap()[0].reason, "InsufficientPods");
     Ok(())
 }
+
+#[tokio::test]
+async fn resource_quota_tracks_usage() -> Result<()> {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let c = Cluster::start().await?;
+    c.namespace("rq").await?;
+    c.run(&["--controllers=resourcequota"])?;
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.client.clone(), "rq");
+    let q: ResourceQuota = serde_json::from_value(json!({"metadata": {"name": "q"},
+        "spec": {"hard": {"pods": "10", "requests.cpu": "4", "limits.memory": "1Gi", "configmaps": "5"}}}))?;
+    quotas.create(&PostParams::default(), &q).await?;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "rq");
+    for (name, cpu) in [("a", "250m"), ("b", "1")] {
+        let p: Pod = serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"containers": [{
+            "name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu, "memory": "128Mi"}}}]}}),
+        )?;
+        pods.create(&PostParams::default(), &p).await?;
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "rq");
+    configmap(&cms, "one", vec![]).await?;
+    wait_for("quota usage", 20, || async {
+        let q = quotas.get("q").await?;
+        let used = q.status.and_then(|s| s.used).unwrap_or_default();
+        let get = |k: &str| used.get(k).map(|v| v.0.clone()).unwrap_or_default();
+        let want = (get("pods"), get("requests.cpu"), get("limits.memory"));
+        Ok((want == ("2".into(), "1250m".into(), "256Mi".into())
+            && get("configmaps").parse::<u32>().unwrap_or(0) >= 1)
+            .then_some(()))
+    })
+    .await?;
+    pods.delete("b", &DeleteParams::default()).await?;
+    wait_for("usage drops", 20, || async {
+        let q = quotas.get("q").await?;
+        let used = q.status.and_then(|s| s.used).unwrap_or_default();
+        Ok((used.get("pods").map(|v| v.0.as_str()) == Some("1")
+            && used.get("requests.cpu").map(|v| v.0.as_str()) == Some("250m"))
+        .then_some(()))
+    })
+    .await?;
+    Ok(())
+}
