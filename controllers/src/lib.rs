@@ -17,6 +17,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
+pub mod hpa;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod podgc;
@@ -140,6 +141,12 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "resourcequota",
         disabled_by_default: false,
         start: |ctx| Box::pin(resourcequota::run(ctx)),
+    },
+    Descriptor {
+        name: "horizontal-pod-autoscaler-controller",
+        alias: "horizontalpodautoscaling",
+        disabled_by_default: false,
+        start: |ctx| Box::pin(hpa::run(ctx)),
     },
 ];
 

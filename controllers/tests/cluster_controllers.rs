@@ -807,3 +807,46 @@ async fn resource_quota_tracks_usage() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn hpa_without_metrics_says_so() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let c = Cluster::start().await?;
+    c.namespace("hpa").await?;
+    c.run(&["--controllers=horizontalpodautoscaling"])?;
+    let deps: Api<Deployment> = Api::namespaced(c.client.clone(), "hpa");
+    let d: Deployment = serde_json::from_value(
+        json!({"metadata": {"name": "web"}, "spec": {"replicas": 3,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}),
+    )?;
+    deps.create(&PostParams::default(), &d).await?;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(c.client.clone(), "hpa");
+    let h: HorizontalPodAutoscaler = serde_json::from_value(
+        json!({"metadata": {"name": "web"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "minReplicas": 1, "maxReplicas": 5,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}}),
+    )?;
+    hpas.create(&PostParams::default(), &h).await?;
+    let st = wait_for("hpa conditions", 20, || async {
+        Ok(hpas
+            .get("web")
+            .await?
+            .status
+            .filter(|s| s.conditions.is_some()))
+    })
+    .await?;
+    assert_eq!(st.current_replicas, Some(3));
+    let conds = st.conditions.unwrap();
+    let active = conds.iter().find(|c| c.type_ == "ScalingActive").unwrap();
+    assert_eq!(
+        (active.status.as_str(), active.reason.as_deref()),
+        ("False", Some("FailedGetResourceMetric"))
+    );
+    assert!(active.message.as_deref().unwrap().starts_with(
+        "the HPA was unable to compute the replica count: failed to get cpu utilization"
+    ));
+    Ok(())
+}
