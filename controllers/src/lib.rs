@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod common;
+pub mod replicaset;
 
 use common::{Clock, Informers, SystemClock};
 
@@ -59,7 +60,20 @@ pub struct Descriptor {
 }
 
 /// Every controller, in start order.
-pub const CONTROLLERS: &[Descriptor] = &[];
+pub const CONTROLLERS: &[Descriptor] = &[
+    Descriptor {
+        name: "replicaset-controller",
+        alias: "replicaset",
+        disabled_by_default: false,
+        start: replicaset::start_replicaset,
+    },
+    Descriptor {
+        name: "replicationcontroller-controller",
+        alias: "replicationcontroller",
+        disabled_by_default: false,
+        start: replicaset::start_replicationcontroller,
+    },
+];
 
 /// Why a configuration is refused.
 #[derive(Debug, thiserror::Error)]
