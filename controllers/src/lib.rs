@@ -27,6 +27,9 @@ pub struct Config {
     /// enables the controller named 'foo', '-foo' disables the controller named 'foo'.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
+
+    #[command(flatten)]
+    pub leader: client::leader::LeaderElectionArgs,
 }
 
 /// What a controller gets to run with.
@@ -148,7 +151,31 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
-    run_controllers(client, clock, Arc::new(cfg), shutdown).await
+    let cfg = Arc::new(cfg);
+    if !cfg.leader.leader_elect {
+        return run_controllers(client, clock, cfg, shutdown).await;
+    }
+    let identity = identity();
+    let elector = client::leader::LeaderElector::from_args(
+        client.clone(),
+        &cfg.leader,
+        "kube-controller-manager",
+        &identity,
+    )?;
+    elector
+        .run_while_leader(
+            move |leading| run_controllers(client.clone(), clock.clone(), cfg.clone(), leading),
+            shutdown,
+        )
+        .await
+}
+
+/// Upstream's lock identity: `<hostname>_<uuid>`.
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}_{}", uuid::Uuid::new_v4())
 }
 
 /// Starts every enabled controller and restarts one that fails, until `shutdown`.
@@ -209,6 +236,7 @@ mod tests {
         Config {
             client: Default::default(),
             controllers: list.iter().map(|s| s.to_string()).collect(),
+            leader: Default::default(),
         }
     }
 

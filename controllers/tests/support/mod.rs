@@ -47,6 +47,7 @@ impl Cluster {
         let cfg = controllers::Config {
             client: client::ClientArgs::with_kubeconfig(&server.kubeconfig),
             controllers: controllers.iter().map(|s| s.to_string()).collect(),
+            leader: Default::default(),
         };
         let c = client.clone();
         let s = shutdown.clone();
