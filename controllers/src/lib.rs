@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod common;
+pub mod deployment;
 pub mod replicaset;
 
 use common::{Clock, Informers, SystemClock};
@@ -75,6 +76,12 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "replicationcontroller",
         disabled_by_default: false,
         start: replicaset::start_replicationcontroller,
+    },
+    Descriptor {
+        name: "deployment-controller",
+        alias: "deployment",
+        disabled_by_default: false,
+        start: deployment::start,
     },
 ];
 

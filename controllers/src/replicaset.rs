@@ -443,11 +443,12 @@ fn compute_status<K: ReplicaOwner>(
     if !conditions.is_empty() {
         status["conditions"] = json!(conditions);
     }
-    // Omit zero counters the way the API serializes them, so an unchanged status compares equal.
-    normalize(&mut status);
-    let mut old = old;
-    normalize(&mut old);
-    if old == status {
+    // Zero counters may be absent in what the API returns: compare without them, but
+    // send them (a merge patch leaves out what it omits).
+    let (mut a, mut b) = (old, status.clone());
+    normalize(&mut a);
+    normalize(&mut b);
+    if a == b {
         return rs.status_json();
     }
     status
