@@ -558,6 +558,48 @@ expect 1 "Error from server (NotFound): error when creating \"$TD/configmap.yaml
     kcreate -n $NS -f $TD/configmap.yaml
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-rollout
+scenario "deployment rollout status, scale and undo"
+
+# No kubelet makes pods ready here: a background loop plays its part through pods/status.
+ready_loop() {
+    while true; do
+        for p in $(k get pods -n $NS -l app=web -o name 2>/dev/null); do
+            k patch -n $NS "$p" --subresource=status --type=merge \
+                -p '{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}' >/dev/null 2>&1 || true
+        done
+        sleep 0.3
+    done
+}
+web_pods() { [[ $(k get pods -n $NS -l app=web --no-headers 2>/dev/null | wc -l) -eq $1 ]]; }
+web_image() { [[ $(k get pods -n $NS -l app=web -o 'jsonpath={.items[*].spec.containers[0].image}' | tr ' ' '\n' | sort -u) == "$1" ]]; }
+
+new_ns $NS
+expect 0 "deployment.apps/web created" k create deployment web -n $NS --image=busybox:1 --replicas=2
+ready_loop &
+READY_PID=$!
+expect_re 0 'deployment "web" successfully rolled out$' k rollout status deployment/web -n $NS --timeout=60s
+expect 0 "1" k get deployment web -n $NS -o 'jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}'
+expect 0 "deployment.apps/web patched" k patch deployment web -n $NS --type=json \
+    -p '[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"busybox:2"}]'
+expect_re 0 'deployment "web" successfully rolled out$' k rollout status deployment/web -n $NS --timeout=60s
+expect 0 "2" k get deployment web -n $NS -o 'jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}'
+wait_for 30 web_image busybox:2 || true
+expect 0 "busybox:2" bash -c "$(printf '%q ' "$KUBECTL") --kubeconfig $(printf '%q' "$KUBECONFIG_FILE") get pods -n $NS -l app=web -o 'jsonpath={.items[*].spec.containers[0].image}' | tr ' ' '\n' | sort -u"
+expect 0 "deployment.apps/web rolled back" k rollout undo deployment/web -n $NS
+expect_re 0 'deployment "web" successfully rolled out$' k rollout status deployment/web -n $NS --timeout=60s
+wait_for 30 web_image busybox:1 || true
+expect 0 "busybox:1" bash -c "$(printf '%q ' "$KUBECTL") --kubeconfig $(printf '%q' "$KUBECONFIG_FILE") get pods -n $NS -l app=web -o 'jsonpath={.items[*].spec.containers[0].image}' | tr ' ' '\n' | sort -u"
+expect 0 "3" k get deployment web -n $NS -o 'jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}'
+expect 0 "deployment.apps/web scaled" k scale deployment web -n $NS --replicas=3
+wait_for 30 web_pods 3 || true
+expect_re 0 'deployment "web" successfully rolled out$' k rollout status deployment/web -n $NS --timeout=60s
+expect 0 "3/3" k get deployment web -n $NS -o 'jsonpath={.status.readyReplicas}/{.status.replicas}'
+kill "$READY_PID" 2>/dev/null || true
+wait "$READY_PID" 2>/dev/null || true
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
 echo
 if ((FAILED > 0)); then
     echo "failed checks:"

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod common;
 pub mod deployment;
+pub mod job;
 pub mod replicaset;
 
 use common::{Clock, Informers, SystemClock};
@@ -82,6 +83,12 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "deployment",
         disabled_by_default: false,
         start: deployment::start,
+    },
+    Descriptor {
+        name: "job-controller",
+        alias: "job",
+        disabled_by_default: false,
+        start: job::start,
     },
 ];
 
