@@ -470,6 +470,7 @@ async fn delete_pods(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

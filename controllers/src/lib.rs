@@ -243,6 +243,7 @@ async fn supervise(d: &'static Descriptor, ctx: ControllerContext) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

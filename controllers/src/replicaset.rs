@@ -456,11 +456,12 @@ fn compute_status<K: ReplicaOwner>(
 
 fn normalize(v: &mut serde_json::Value) {
     if let Some(m) = v.as_object_mut() {
-        m.retain(|k, v| !(k != "replicas" && v == &json!(0)) && !v.is_null());
+        m.retain(|k, v| !(v.is_null() || (k != "replicas" && v == &json!(0))));
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};

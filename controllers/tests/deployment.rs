@@ -1,5 +1,7 @@
 //! Deployment controller (with the ReplicaSet controller) against a real API server.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use anyhow::Result;

@@ -1,5 +1,7 @@
 //! Job controller against a real API server; the test plays the kubelet.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use anyhow::Result;

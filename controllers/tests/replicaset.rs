@@ -1,5 +1,7 @@
 //! ReplicaSet and ReplicationController controllers against a real API server.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use anyhow::Result;
