@@ -1,6 +1,8 @@
 //! Shared client setup for minik8s components: every component talks to the API server
 //! over HTTP with kube-rs, exactly like upstream components do.
 
+pub mod leader;
+
 use std::path::{Path, PathBuf};
 
 /// Errors building a client.

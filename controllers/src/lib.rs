@@ -13,14 +13,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod common;
+pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
 pub mod hpa;
+pub mod job;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod podgc;
+pub mod replicaset;
 pub mod resourcequota;
 pub mod root_ca;
 pub mod serviceaccount;
@@ -48,6 +51,8 @@ pub struct Config {
     pub node_ipam: node_ipam::NodeIpamConfig,
     #[command(flatten)]
     pub podgc: podgc::PodGcConfig,
+    #[command(flatten)]
+    pub leader: client::leader::LeaderElectionArgs,
 }
 
 /// What a controller gets to run with.
@@ -148,6 +153,30 @@ pub const CONTROLLERS: &[Descriptor] = &[
         disabled_by_default: false,
         start: |ctx| Box::pin(hpa::run(ctx)),
     },
+    Descriptor {
+        name: "replicaset-controller",
+        alias: "replicaset",
+        disabled_by_default: false,
+        start: replicaset::start_replicaset,
+    },
+    Descriptor {
+        name: "replicationcontroller-controller",
+        alias: "replicationcontroller",
+        disabled_by_default: false,
+        start: replicaset::start_replicationcontroller,
+    },
+    Descriptor {
+        name: "deployment-controller",
+        alias: "deployment",
+        disabled_by_default: false,
+        start: deployment::start,
+    },
+    Descriptor {
+        name: "job-controller",
+        alias: "job",
+        disabled_by_default: false,
+        start: job::start,
+    },
 ];
 
 /// Why a configuration is refused.
@@ -223,7 +252,31 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
-    run_controllers(client, clock, Arc::new(cfg), shutdown).await
+    let cfg = Arc::new(cfg);
+    if !cfg.leader.leader_elect {
+        return run_controllers(client, clock, cfg, shutdown).await;
+    }
+    let identity = identity();
+    let elector = client::leader::LeaderElector::from_args(
+        client.clone(),
+        &cfg.leader,
+        "kube-controller-manager",
+        &identity,
+    )?;
+    elector
+        .run_while_leader(
+            move |leading| run_controllers(client.clone(), clock.clone(), cfg.clone(), leading),
+            shutdown,
+        )
+        .await
+}
+
+/// Upstream's lock identity: `<hostname>_<uuid>`.
+fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}_{}", uuid::Uuid::new_v4())
 }
 
 /// Starts every enabled controller and restarts one that fails, until `shutdown`.
@@ -277,6 +330,7 @@ async fn supervise(d: &'static Descriptor, ctx: ControllerContext) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -289,6 +343,7 @@ mod tests {
             node_lifecycle: Default::default(),
             node_ipam: Default::default(),
             podgc: Default::default(),
+            leader: Default::default(),
         }
     }
 

@@ -200,6 +200,11 @@ fn sub_info(s: Subresource) -> Option<SubInfo> {
             gvk: Some(("autoscaling", "v1", "Scale")),
             verbs: &SUBRESOURCE_VERBS,
         }),
+        Subresource::Binding => Some(SubInfo {
+            name: "binding",
+            gvk: Some(("", "v1", "Binding")),
+            verbs: &["create"],
+        }),
         _ => None,
     }
 }
@@ -261,6 +266,8 @@ pub fn api_resource_list(res: &[ResourceInfo], group: &str, version: &str) -> Op
             m.insert("singularName".into(), "".into());
             m.insert("namespaced".into(), r.namespaced.into());
             let kind = match s.gvk {
+                // Upstream names no group/version for a core kind (pods/binding).
+                Some(("", _, k)) => k,
                 Some((g, v, k)) => {
                     m.insert("group".into(), g.into());
                     m.insert("version".into(), v.into());
@@ -275,6 +282,14 @@ pub fn api_resource_list(res: &[ResourceInfo], group: &str, version: &str) -> Op
     }
     if entries.is_empty() {
         return None;
+    }
+    if group.is_empty() && version == "v1" {
+        // Create-only, served by the pods store (`POST namespaces/<ns>/bindings`).
+        entries.push((
+            "bindings".into(),
+            json!({"name": "bindings", "singularName": "binding", "namespaced": true,
+                   "kind": "Binding", "verbs": ["create"]}),
+        ));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Map::new();
@@ -338,7 +353,19 @@ fn aggregated_group(res: &[ResourceInfo], group: &str) -> Value {
         .map(|v| {
             let mut rs: Vec<&ResourceInfo> = served_in(res, group, v).collect();
             rs.sort_by(|a, b| a.plural.cmp(b.plural));
-            let resources: Vec<Value> = rs.into_iter().map(aggregated_resource).collect();
+            let mut resources: Vec<Value> = rs.into_iter().map(aggregated_resource).collect();
+            if group.is_empty() && v == "v1" {
+                let at = resources
+                    .iter()
+                    .position(|r| r["resource"].as_str().is_some_and(|n| n > "bindings"))
+                    .unwrap_or(resources.len());
+                resources.insert(
+                    at,
+                    json!({"resource": "bindings", "scope": "Namespaced", "singularResource": "binding",
+                           "responseKind": {"group": "", "version": "v1", "kind": "Binding"},
+                           "verbs": ["create"]}),
+                );
+            }
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -628,9 +655,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["namespaces", "namespaces/status", "pods", "pods/status"]
+            [
+                "bindings",
+                "namespaces",
+                "namespaces/status",
+                "pods",
+                "pods/status"
+            ]
         );
-        let pods = &core["resources"][2];
+        let pods = &core["resources"][3];
         assert_eq!(pods["singularName"], "pod");
         assert_eq!(pods["namespaced"], true);
         assert_eq!(pods["kind"], "Pod");
@@ -652,16 +685,21 @@ mod tests {
         let hash = pods["storageVersionHash"].as_str().unwrap_or_default();
         assert_eq!(hash.len(), 12);
         assert_eq!(
-            api_resource_list(&res, "", "v1").unwrap_or_default()["resources"][2]
+            api_resource_list(&res, "", "v1").unwrap_or_default()["resources"][3]
                 ["storageVersionHash"],
             hash
         );
-        assert_ne!(core["resources"][0]["storageVersionHash"], hash);
-        assert_eq!(core["resources"][0].get("categories"), None);
-        assert_eq!(core["resources"][0]["namespaced"], false);
+        assert_ne!(core["resources"][1]["storageVersionHash"], hash);
+        assert_eq!(core["resources"][1].get("categories"), None);
+        assert_eq!(core["resources"][1]["namespaced"], false);
         assert_eq!(
-            core["resources"][3],
+            core["resources"][4],
             json!({"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]})
+        );
+
+        assert_eq!(
+            core["resources"][0],
+            json!({"name": "bindings", "singularName": "binding", "namespaced": true, "kind": "Binding", "verbs": ["create"]})
         );
 
         let apps = api_resource_list(&res, "apps", "v1").unwrap_or_default();
@@ -692,7 +730,7 @@ mod tests {
         assert_eq!(v1["version"], "v1");
         assert_eq!(v1["freshness"], "Current");
         assert_eq!(
-            v1["resources"][1],
+            v1["resources"][2],
             json!({
                 "resource": "pods",
                 "responseKind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -704,7 +742,7 @@ mod tests {
                 "subresources": [{"subresource": "status", "responseKind": {"group": "", "version": "v1", "kind": "Pod"}, "verbs": ["get", "patch", "update"]}],
             })
         );
-        assert_eq!(v1["resources"][0]["scope"], "Cluster");
+        assert_eq!(v1["resources"][1]["scope"], "Cluster");
 
         let apis = aggregated(&res, false, AggregatedVersion::V2Beta1);
         assert_eq!(apis["apiVersion"], "apidiscovery.k8s.io/v2beta1");

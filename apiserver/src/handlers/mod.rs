@@ -393,9 +393,16 @@ async fn resource(
     info: &RequestInfo,
     q: &Query,
 ) -> Result<Response<Body>> {
+    // `POST namespaces/<ns>/bindings` is served by the pods store, like upstream's BindingREST.
+    let bindings = info.api_group.is_empty() && info.resource == "bindings";
+    let resource_name = if bindings {
+        "pods"
+    } else {
+        info.resource.as_str()
+    };
     let store = state
         .registry
-        .store(&info.api_group, &info.api_version, &info.resource)
+        .store(&info.api_group, &info.api_version, resource_name)
         .cloned()
         .ok_or(Error::NotFoundPath)?;
     let namespaced = store.info.namespaced;
@@ -417,8 +424,26 @@ async fn resource(
         "" => None,
         "status" if store.info.has_subresource(Subresource::Status) => Some(Subresource::Status),
         "scale" if store.info.has_subresource(Subresource::Scale) => Some(Subresource::Scale),
+        "binding" if store.info.has_subresource(Subresource::Binding) => Some(Subresource::Binding),
         _ => return Err(Error::NotFoundPath),
     };
+    if bindings || sub == Some(Subresource::Binding) {
+        if bindings && (sub.is_some() || !info.name.is_empty()) {
+            return Err(Error::NotFoundPath);
+        }
+        if info.verb != "create" {
+            return Err(Error::MethodNotSupported);
+        }
+        let ct = content_type(&req);
+        let opts = write_options(q)?;
+        let body = read_body(req).await?;
+        let obj = decode_object(&ct, &body)?;
+        crate::registry::binding::create(&store, &url_ns, &info.name, obj, &opts).await?;
+        return Ok(json_response(
+            StatusCode::CREATED,
+            crate::registry::binding::success().to_string(),
+        ));
+    }
     if info.verb != "watch" {
         check_accept(&req)?;
     }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::validation::FieldErrors;
 
+pub mod binding;
 pub mod store;
 pub mod stores;
 pub mod strategies;
@@ -20,6 +21,8 @@ pub enum Subresource {
     Status,
     /// `/scale`: autoscaling/v1 Scale over `spec.replicas`.
     Scale,
+    /// `pods/binding`: create-only; assigns the pod to a node (see `binding`).
+    Binding,
 }
 
 /// Static facts about one resource, enough for routing and discovery.

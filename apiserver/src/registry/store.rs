@@ -662,7 +662,9 @@ impl Store {
         let name = object::meta_str(old, "name").to_string();
         let strategy = &self.info.strategy;
         let has_status = self.info.has_subresource(Subresource::Status);
-        if subresource == Some(Subresource::Status) {
+        if subresource == Some(Subresource::Binding) {
+            // binding: the caller changed exactly spec.nodeName, annotations and PodScheduled.
+        } else if subresource == Some(Subresource::Status) {
             // /status: everything but status (and the metadata a status writer may touch) stays.
             let status = new.get("status").cloned();
             let mut merged = old.clone();
@@ -723,10 +725,18 @@ impl Store {
             }
         }
         strategy.default(&mut new);
-        if subresource != Some(Subresource::Status) {
+        if !matches!(
+            subresource,
+            Some(Subresource::Status | Subresource::Binding)
+        ) {
             strategy.prepare_for_update(&mut new, old);
         }
-        let errs = strategy.validate_update(&new, old);
+        // A binding sets the otherwise immutable spec.nodeName.
+        let errs = if subresource == Some(Subresource::Binding) {
+            Vec::new()
+        } else {
+            strategy.validate_update(&new, old)
+        };
         if !errs.is_empty() {
             return Err(self.invalid(&name, errs));
         }

@@ -31,6 +31,7 @@ const NONE: &[&str] = &[];
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 const NO_SUB: &[Subresource] = &[];
+const POD_SUBS: &[Subresource] = &[Subresource::Status, Subresource::Binding];
 
 /// Where a resource lives and how discovery names it.
 struct Names {
@@ -105,7 +106,13 @@ pub fn resources() -> Vec<ResourceInfo> {
             STATUS,
             NamespaceStrategy,
         ),
-        info(core("Pod", "pods", &["po"]), ALL, true, STATUS, PodStrategy),
+        info(
+            core("Pod", "pods", &["po"]),
+            ALL,
+            true,
+            POD_SUBS,
+            PodStrategy,
+        ),
         info(
             core("Service", "services", &["svc"]),
             ALL,

@@ -20,8 +20,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// Changes a subscriber may lag behind before it is resynced from the cache.
-pub const BUFFER: usize = 4096;
+/// Changes a subscriber may lag behind before it is resynced from the cache. Small on
+/// purpose: every buffered change keeps a superseded object alive.
+pub const BUFFER: usize = 256;
 
 /// What the informers of this crate can cache.
 pub trait Cached:

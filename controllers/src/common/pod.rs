@@ -138,6 +138,7 @@ pub fn target_port(pod: &Pod, port: &k8s_openapi::api::core::v1::ServicePort) ->
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
