@@ -48,6 +48,11 @@ impl Cluster {
             client: client::ClientArgs::with_kubeconfig(&server.kubeconfig),
             controllers: controllers.iter().map(|s| s.to_string()).collect(),
             leader: Default::default(),
+            gc: Default::default(),
+            endpointslice: Default::default(),
+            node_lifecycle: Default::default(),
+            node_ipam: Default::default(),
+            podgc: Default::default(),
         };
         let c = client.clone();
         let s = shutdown.clone();
