@@ -211,14 +211,20 @@ async fn sync(
         }
     }
     // Services that went away since the last round take their Endpoints with them.
+    let mut retry = Vec::new();
     for (ns, name) in known.difference(&seen) {
         let api: Api<Endpoints> = Api::namespaced(client.clone(), ns);
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => result = Err(e.into()),
+            Err(e) => {
+                // Remembered, so the next round tries again.
+                retry.push((ns.clone(), name.clone()));
+                result = Err(e.into());
+            }
         }
     }
+    seen.extend(retry);
     *known = seen;
     result
 }
