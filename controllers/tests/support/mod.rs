@@ -44,8 +44,27 @@ impl Cluster {
         let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig)?;
         let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         let client = Client::try_from(conf)?;
+        tokio::spawn(async move { server.wait().await });
+        let cluster = Cluster {
+            client,
+            shutdown,
+            _dir: dir,
+        };
+        if !controllers.is_empty() {
+            cluster.start_manager(controllers, clock, cluster.shutdown.child_token());
+        }
+        Ok(cluster)
+    }
+
+    /// Runs a controller-manager (with leader election) until `stop`.
+    pub fn start_manager(
+        &self,
+        controllers: &[&str],
+        clock: Arc<dyn Clock>,
+        stop: CancellationToken,
+    ) {
         let cfg = controllers::Config {
-            client: client::ClientArgs::with_kubeconfig(&server.kubeconfig),
+            client: Default::default(),
             controllers: controllers.iter().map(|s| s.to_string()).collect(),
             leader: Default::default(),
             gc: Default::default(),
@@ -54,19 +73,12 @@ impl Cluster {
             node_ipam: Default::default(),
             podgc: Default::default(),
         };
-        let c = client.clone();
-        let s = shutdown.clone();
+        let c = self.client.clone();
         tokio::spawn(async move {
-            if let Err(e) = controllers::run_with(c, clock, cfg, s).await {
+            if let Err(e) = controllers::run_with(c, clock, cfg, stop).await {
                 eprintln!("controllers: {e:#}");
             }
         });
-        tokio::spawn(async move { server.wait().await });
-        Ok(Cluster {
-            client,
-            shutdown,
-            _dir: dir,
-        })
     }
 
     pub async fn namespace(&self, name: &str) -> Result<()> {
