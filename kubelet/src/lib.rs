@@ -1,7 +1,23 @@
 //! minik8s kubelet: registers a Node, runs the pods bound to it as Docker containers (or
 //! simulated ones), reports their status and serves logs, exec, attach and port-forward.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
+
+mod backoff;
+pub mod docker;
+mod env;
+mod events;
+pub mod node;
+mod pod_manager;
+mod pod_worker;
+mod probe;
+mod simulated;
+mod status;
+mod volumes;
 
 /// Labels on every container the kubelet creates, so a restarted kubelet (and the streaming
 /// server) find a pod's containers again. Names as upstream's dockershim used them.
@@ -16,6 +32,30 @@ pub mod labels {
     pub const POD_UID: &str = "io.kubernetes.pod.uid";
     /// Name of the container in the pod spec; `POD` for the sandbox (infra) container.
     pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+    /// How many times this container of the pod was started before (its restart count).
+    pub const ATTEMPT: &str = "io.kubernetes.container.restartCount";
+    /// The pod's termination grace period, for killing containers of pods deleted while the
+    /// kubelet was down.
+    pub const GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
+    /// The file inside the container holding its termination message.
+    pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
+    /// `init`, `sidecar` or `app`: which list of the pod spec the container comes from.
+    pub const CONTAINER_KIND: &str = "io.minik8s.container.kind";
+    /// Value of [`CONTAINER_NAME`] for the sandbox container.
+    pub const SANDBOX: &str = "POD";
+}
+
+/// Kubernetes version the kubelet reports in `nodeInfo.kubeletVersion`.
+pub const KUBELET_VERSION: &str = "v1.33.0";
+
+/// Which container runtime runs the pods.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// Real containers on the Docker Engine.
+    #[default]
+    Docker,
+    /// No containers: pods go through their lifecycle on paper (kwok-like), for scale tests.
+    Simulated,
 }
 
 /// Flags of `minik8s kubelet`.
@@ -23,11 +63,175 @@ pub mod labels {
 pub struct Config {
     #[command(flatten)]
     pub client: client::ClientArgs,
+    /// Name of the Node object [default: the host name]
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// IP address the kubelet's server listens on
+    #[arg(long, default_value = "0.0.0.0")]
+    pub address: IpAddr,
+    /// Port of the kubelet's server (0: any free port)
+    #[arg(long, default_value_t = 10250)]
+    pub port: u16,
+    /// IP address reported as the node's InternalIP [default: the host's primary address]
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Image of the pod sandbox (infra) container; built locally when it cannot be pulled
+    #[arg(long, default_value = "minik8s/pause:3.10")]
+    pub pod_infra_container_image: String,
+    /// Directory for pod volumes and termination-message files
+    #[arg(long, default_value = "/var/lib/minik8s/kubelet")]
+    pub root_dir: PathBuf,
+    /// Docker Engine endpoint (unix:///path or tcp://host:port)
+    #[arg(long, default_value = "unix:///var/run/docker.sock")]
+    pub docker_endpoint: String,
+    /// Container runtime
+    #[arg(long, value_enum, default_value_t = Runtime::Docker)]
+    pub runtime: Runtime,
+    /// With --runtime=simulated: how many nodes this process runs (named <node-name>-<i> when > 1)
+    #[arg(long, default_value_t = 1)]
+    pub simulated_nodes: usize,
+    /// With --runtime=simulated: how long a pod with restartPolicy Never/OnFailure runs before it succeeds (0: forever)
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub simulated_completion_after: Duration,
+    /// How often the node's Lease is renewed and its status reported
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub node_status_update_frequency: Duration,
+    /// How often every pod is re-synced without a change (config map and secret volumes refresh then)
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub sync_frequency: Duration,
 }
 
-/// Runs the kubelet until `shutdown` is cancelled.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            client: Default::default(),
+            node_name: None,
+            address: IpAddr::from([0, 0, 0, 0]),
+            port: 10250,
+            node_ip: None,
+            pod_infra_container_image: "minik8s/pause:3.10".into(),
+            root_dir: "/var/lib/minik8s/kubelet".into(),
+            docker_endpoint: "unix:///var/run/docker.sock".into(),
+            runtime: Runtime::Docker,
+            simulated_nodes: 1,
+            simulated_completion_after: Duration::ZERO,
+            node_status_update_frequency: Duration::from_secs(10),
+            sync_frequency: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: want e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Config {
+    /// The node name: `--node-name`, else the host name in lower case.
+    pub fn node_name(&self) -> String {
+        match &self.node_name {
+            Some(n) => n.clone(),
+            None => node::hostname().to_lowercase(),
+        }
+    }
+}
+
+/// Runs the kubelet until `shutdown` is cancelled. Containers keep running when it stops;
+/// the next kubelet adopts them.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let _client = cfg.client.connect().await?;
+    let client = cfg.client.connect().await?;
+    match cfg.runtime {
+        Runtime::Docker => run_docker(client, cfg, shutdown).await,
+        Runtime::Simulated => simulated::run(client, cfg, shutdown).await,
+    }
+}
+
+async fn run_docker(
+    client: kube::Client,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let node_name = cfg.node_name();
+    let docker = docker::Docker::connect(&cfg.docker_endpoint, &node_name).await?;
+    let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "binding the kubelet server to {}:{}: {e}",
+                cfg.address,
+                cfg.port
+            )
+        })?;
+    let port = listener.local_addr()?.port();
+    let host = node::HostFacts::read(&cfg.root_dir, cfg.node_ip).await;
+    let spec = node::NodeSpec::for_host(&node_name, &host, docker.version(), port);
+    tracing::info!(node = %node_name, port, runtime = docker.version(), "kubelet starting");
+
+    let node_task = tokio::spawn(node::run(
+        client.clone(),
+        spec,
+        cfg.node_status_update_frequency,
+        shutdown.clone(),
+    ));
+    let pods = pod_manager::PodManager::new(
+        client.clone(),
+        docker.clone(),
+        pod_manager::Settings {
+            node_name: node_name.clone(),
+            host_ip: host.ip.to_string(),
+            root_dir: cfg.root_dir.clone(),
+            infra_image: cfg.pod_infra_container_image.clone(),
+            sync_frequency: cfg.sync_frequency,
+            allocatable: host.allocatable(),
+        },
+    );
+    let pods_task = tokio::spawn(pods.run(shutdown.clone()));
+    let server_task = tokio::spawn(serve(listener, client, docker, shutdown.clone()));
+
+    let (n, p, s) = tokio::join!(node_task, pods_task, server_task);
+    n??;
+    p??;
+    s??;
+    Ok(())
+}
+
+/// The streaming server: until it lands the listener only holds the published port.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    _client: kube::Client,
+    _docker: docker::Docker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let _listener = listener;
     shutdown.cancelled().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3x").is_err());
+    }
 }
