@@ -18,6 +18,7 @@ mod probe;
 mod simulated;
 mod status;
 mod volumes;
+pub mod server;
 
 /// Labels on every container the kubelet creates, so a restarted kubelet (and the streaming
 /// server) find a pod's containers again. Names as upstream's dockershim used them.
@@ -201,7 +202,18 @@ async fn run_docker(
         },
     );
     let pods_task = tokio::spawn(pods.run(shutdown.clone()));
-    let server_task = tokio::spawn(serve(listener, client, docker, shutdown.clone()));
+    let names = vec![node_name.clone(), host.ip.to_string(), "localhost".into(), "127.0.0.1".into()];
+    let server_cfg = cfg.clone();
+    let server_shutdown = shutdown.clone();
+    let server_task = tokio::spawn(async move {
+        let r = serve(listener, &server_cfg, docker, names, server_shutdown.clone()).await;
+        if let Err(e) = r {
+            // Pods run without it; only logs, exec, attach and port-forward are lost.
+            tracing::error!(error = %e, "kubelet streaming server failed");
+            server_shutdown.cancelled().await;
+        }
+        anyhow::Ok(())
+    });
 
     let (n, p, s) = tokio::join!(node_task, pods_task, server_task);
     n??;
@@ -210,16 +222,53 @@ async fn run_docker(
     Ok(())
 }
 
-/// The streaming server: until it lands the listener only holds the published port.
+/// The streaming server (logs, exec, attach, port-forward) on the kubelet's listener.
 async fn serve(
     listener: tokio::net::TcpListener,
-    _client: kube::Client,
-    _docker: docker::Docker,
+    cfg: &Config,
+    docker: docker::Docker,
+    names: Vec<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _listener = listener;
-    shutdown.cancelled().await;
+    let ctx = server::Context {
+        docker: docker.api().clone(),
+        node_name: docker.node().to_string(),
+        client_ca_pem: client_ca_pem(&cfg.client)?,
+        serving_names: names,
+    };
+    server::serve(listener, ctx, shutdown).await?;
     Ok(())
+}
+
+/// The cluster CA (PEM) from the kubeconfig: the API server's client certificates chain to it.
+fn client_ca_pem(args: &client::ClientArgs) -> anyhow::Result<String> {
+    use base64::Engine;
+    let kc = match &args.kubeconfig {
+        Some(p) => kube::config::Kubeconfig::read_from(p)?,
+        None => kube::config::Kubeconfig::read()?,
+    };
+    let current = kc.current_context.clone().unwrap_or_default();
+    let cluster_name = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| Some(&c.name) == cluster_name.as_ref())
+        .or_else(|| kc.clusters.first())
+        .and_then(|c| c.cluster.clone())
+        .ok_or_else(|| anyhow::anyhow!("the kubeconfig names no cluster"))?;
+    if let Some(data) = cluster.certificate_authority_data {
+        let pem = base64::engine::general_purpose::STANDARD.decode(data.trim())?;
+        return Ok(String::from_utf8(pem)?);
+    }
+    if let Some(file) = cluster.certificate_authority {
+        return Ok(std::fs::read_to_string(file)?);
+    }
+    anyhow::bail!("the kubeconfig has no certificate authority to verify the API server's client certificate")
 }
 
 #[cfg(test)]
