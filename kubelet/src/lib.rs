@@ -15,10 +15,10 @@ pub mod node;
 mod pod_manager;
 mod pod_worker;
 mod probe;
+pub mod server;
 mod simulated;
 mod status;
 mod volumes;
-pub mod server;
 
 /// Labels on every container the kubelet creates, so a restarted kubelet (and the streaming
 /// server) find a pod's containers again. Names as upstream's dockershim used them.
@@ -202,11 +202,23 @@ async fn run_docker(
         },
     );
     let pods_task = tokio::spawn(pods.run(shutdown.clone()));
-    let names = vec![node_name.clone(), host.ip.to_string(), "localhost".into(), "127.0.0.1".into()];
+    let names = vec![
+        node_name.clone(),
+        host.ip.to_string(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
     let server_cfg = cfg.clone();
     let server_shutdown = shutdown.clone();
     let server_task = tokio::spawn(async move {
-        let r = serve(listener, &server_cfg, docker, names, server_shutdown.clone()).await;
+        let r = serve(
+            listener,
+            &server_cfg,
+            docker,
+            names,
+            server_shutdown.clone(),
+        )
+        .await;
         if let Err(e) = r {
             // Pods run without it; only logs, exec, attach and port-forward are lost.
             tracing::error!(error = %e, "kubelet streaming server failed");
@@ -268,7 +280,9 @@ fn client_ca_pem(args: &client::ClientArgs) -> anyhow::Result<String> {
     if let Some(file) = cluster.certificate_authority {
         return Ok(std::fs::read_to_string(file)?);
     }
-    anyhow::bail!("the kubeconfig has no certificate authority to verify the API server's client certificate")
+    anyhow::bail!(
+        "the kubeconfig has no certificate authority to verify the API server's client certificate"
+    )
 }
 
 #[cfg(test)]

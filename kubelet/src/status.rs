@@ -142,14 +142,6 @@ pub fn conditions(
         (None, None)
     } else if phase == "Succeeded" {
         (Some("PodCompleted"), None)
-    } else if !init_done {
-        (
-            Some("ContainersNotReady"),
-            Some(format!(
-                "containers with unready status: [{}]",
-                unready.join(" ")
-            )),
-        )
     } else {
         (
             Some("ContainersNotReady"),

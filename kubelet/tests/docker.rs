@@ -29,7 +29,10 @@ fn ensure_image() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/images.sh");
-        let st = std::process::Command::new("bash").arg(script).status().expect("run hack/images.sh");
+        let st = std::process::Command::new("bash")
+            .arg(script)
+            .status()
+            .expect("run hack/images.sh");
         assert!(st.success(), "hack/images.sh failed");
     });
 }
@@ -39,17 +42,25 @@ impl Cluster {
         ensure_image();
         let dir = tempfile::tempdir().expect("tempdir");
         let api_stop = CancellationToken::new();
-        let server = apiserver::start(apiserver::Config::for_test(dir.path().join("api")), api_stop.clone())
+        let server = apiserver::start(
+            apiserver::Config::for_test(dir.path().join("api")),
+            api_stop.clone(),
+        )
+        .await
+        .expect("api server");
+        let client = client::from_kubeconfig(&server.kubeconfig)
             .await
-            .expect("api server");
-        let client = client::from_kubeconfig(&server.kubeconfig).await.expect("client");
+            .expect("client");
         let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
         let node = format!("kt-{test}-{suffix}");
         let ns = format!("{test}-{suffix}");
         let nss: Api<Namespace> = Api::all(client.clone());
-        nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).expect("ns"))
-            .await
-            .expect("create namespace");
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).expect("ns"),
+        )
+        .await
+        .expect("create namespace");
         let mut c = Cluster {
             root: dir.path().join("kubelet"),
             _dir: dir,
@@ -93,12 +104,22 @@ impl Cluster {
     async fn create_pod(&self, name: &str, spec: Value) -> Pod {
         let mut spec = spec;
         spec["nodeName"] = json!(self.node);
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("pod");
-        self.pods().create(&PostParams::default(), &pod).await.expect("create pod")
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("pod");
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod")
     }
 
     /// Waits until `check` holds for the pod's JSON; returns it.
-    async fn wait_pod(&self, name: &str, timeout: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    async fn wait_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
         while Instant::now() < deadline {
@@ -110,11 +131,16 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("pod {name}: timed out waiting for {what}; last status: {:#}", last["status"]);
+        panic!(
+            "pod {name}: timed out waiting for {what}; last status: {:#}",
+            last["status"]
+        );
     }
 
     async fn docker(&self) -> kubelet::docker::Docker {
-        kubelet::docker::Docker::connect("unix:///var/run/docker.sock", &self.node).await.expect("docker")
+        kubelet::docker::Docker::connect("unix:///var/run/docker.sock", &self.node)
+            .await
+            .expect("docker")
     }
 
     async fn containers(&self) -> Vec<(String, std::collections::HashMap<String, String>)> {
@@ -161,29 +187,60 @@ async fn node_registers_with_lease_and_conditions() {
     let node = loop {
         if let Ok(n) = nodes.get(&c.node).await {
             let v = serde_json::to_value(&n).expect("json");
-            if v["status"]["conditions"].as_array().is_some_and(|a| !a.is_empty()) {
+            if v["status"]["conditions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
                 break v;
             }
         }
         assert!(Instant::now() < deadline, "node never reported status");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], c.node.as_str());
+    assert_eq!(
+        node["metadata"]["labels"]["kubernetes.io/hostname"],
+        c.node.as_str()
+    );
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");
     assert!(node["metadata"]["labels"]["kubernetes.io/arch"].is_string());
     assert_eq!(node["status"]["capacity"]["pods"], "110");
-    assert!(node["status"]["capacity"]["memory"].as_str().is_some_and(|m| m.ends_with("Ki")));
+    assert!(node["status"]["capacity"]["memory"]
+        .as_str()
+        .is_some_and(|m| m.ends_with("Ki")));
     assert!(node["status"]["allocatable"]["cpu"].is_string());
     assert!(node["status"]["capacity"]["ephemeral-storage"].is_string());
     let info = &node["status"]["nodeInfo"];
-    assert!(info["containerRuntimeVersion"].as_str().is_some_and(|v| v.starts_with("docker://20.")), "{info}");
-    assert!(info["kubeletVersion"].as_str().is_some_and(|v| v.starts_with("v1.33")));
-    assert!(!info["kernelVersion"].as_str().unwrap_or_default().is_empty());
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(0);
+    assert!(
+        info["containerRuntimeVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("docker://20.")),
+        "{info}"
+    );
+    assert!(info["kubeletVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("v1.33")));
+    assert!(!info["kernelVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(port > 0, "kubelet port published");
-    assert!(node["status"]["addresses"].as_array().is_some_and(|a| a.iter().any(|a| a["type"] == "InternalIP")));
-    for (t, s) in [("Ready", "True"), ("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "False")] {
-        let cond = node["status"]["conditions"].as_array().and_then(|a| a.iter().find(|x| x["type"] == t)).cloned().unwrap_or_default();
+    assert!(node["status"]["addresses"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|a| a["type"] == "InternalIP")));
+    for (t, s) in [
+        ("Ready", "True"),
+        ("MemoryPressure", "False"),
+        ("DiskPressure", "False"),
+        ("PIDPressure", "False"),
+    ] {
+        let cond = node["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["type"] == t))
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(cond["status"], s, "{t}");
     }
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
@@ -209,26 +266,40 @@ async fn containers_share_localhost_and_empty_dir() {
              "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "mem", "mountPath": "/mem"}]},
         ],
     })).await;
-    let pod = c.wait_pod("p", LONG, "reader terminated", |p| !container_status(p, "reader")["state"]["terminated"].is_null()).await;
+    let pod = c
+        .wait_pod("p", LONG, "reader terminated", |p| {
+            !container_status(p, "reader")["state"]["terminated"].is_null()
+        })
+        .await;
     let t = &container_status(&pod, "reader")["state"]["terminated"];
     assert_eq!(t["exitCode"], 0, "{pod:#}");
     assert_eq!(t["message"], "hello\nhello\nmem\n");
-    assert!(t["containerID"].as_str().is_some_and(|id| id.starts_with("docker://")));
+    assert!(t["containerID"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("docker://")));
     let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
     assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "pod IP {ip:?}");
     assert_eq!(pod["status"]["phase"], "Running");
     let w = container_status(&pod, "writer");
     assert!(w["state"]["running"].is_object());
     assert_eq!(w["ready"], true);
-    assert!(w["imageID"].as_str().is_some_and(|i| i.starts_with("docker://sha256:")));
+    assert!(w["imageID"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("docker://sha256:")));
     // Every container carries the kubelet's labels.
-    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let cs = c.containers().await;
     assert_eq!(cs.len(), 3, "sandbox + two containers");
     for (_, l) in &cs {
         assert_eq!(l.get(kubelet::labels::POD_UID), Some(&uid));
         assert_eq!(l.get(kubelet::labels::POD_NAMESPACE), Some(&c.ns));
-        assert_eq!(l.get(kubelet::labels::POD_NAME).map(String::as_str), Some("p"));
+        assert_eq!(
+            l.get(kubelet::labels::POD_NAME).map(String::as_str),
+            Some("p")
+        );
         assert!(l.contains_key(kubelet::labels::CONTAINER_NAME));
     }
     c.cleanup().await;
@@ -241,12 +312,24 @@ async fn volumes_and_env_from_every_source() {
     std::fs::create_dir_all(&host).expect("host dir");
     std::fs::write(host.join("f"), "from-host").expect("host file");
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "cmval", "other": "o"}})).expect("cm"))
-        .await
-        .expect("cm");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "cm"}, "data": {"k": "cmval", "other": "o"}}),
+        )
+        .expect("cm"),
+    )
+    .await
+    .expect("cm");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.client.clone(), &c.ns);
     secrets
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"pw": "sekret"}})).expect("secret"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "s"}, "stringData": {"pw": "sekret"}}),
+            )
+            .expect("secret"),
+        )
         .await
         .expect("secret");
     let script = "echo \"$PLAIN $EXPANDED $POD $NS $NODE $MEM $CM $SEC $E_k $E_pw\" > /dev/termination-log; \
@@ -286,10 +369,23 @@ async fn volumes_and_env_from_every_source() {
             ],
         }],
     })).await;
-    let pod = c.wait_pod("p", LONG, "pod succeeded", |p| p["status"]["phase"] == "Succeeded").await;
-    let msg = container_status(&pod, "c")["state"]["terminated"]["message"].as_str().unwrap_or_default().to_string();
-    let want = format!("plain x-plain p {} {} 64 cmval sekret cmval sekret\ncmvalsekretfrom-hostsub\np", c.ns, c.node);
-    assert_eq!(msg, want, "config map volumes are read-only, env and volumes as specified");
+    let pod = c
+        .wait_pod("p", LONG, "pod succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        })
+        .await;
+    let msg = container_status(&pod, "c")["state"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let want = format!(
+        "plain x-plain p {} {} 64 cmval sekret cmval sekret\ncmvalsekretfrom-hostsub\np",
+        c.ns, c.node
+    );
+    assert_eq!(
+        msg, want,
+        "config map volumes are read-only, env and volumes as specified"
+    );
     let init = &pod["status"]["initContainerStatuses"][0];
     assert_eq!(init["state"]["terminated"]["reason"], "Completed");
     c.cleanup().await;
@@ -304,44 +400,93 @@ async fn missing_config_map_is_a_config_error_then_starts() {
         "readinessProbe": {"exec": {"command": ["sh", "-c", "grep -q v2 /cm/k"]}, "periodSeconds": 1},
         "volumeMounts": [{"name": "cm", "mountPath": "/cm"}],
     }], "volumes": [{"name": "cm", "configMap": {"name": "late", "optional": true}}]})).await;
-    let pod = c.wait_pod("p", LONG, "CreateContainerConfigError", |p| container_status(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError").await;
-    assert_eq!(container_status(&pod, "c")["state"]["waiting"]["message"], "configmap \"late\" not found");
+    let pod = c
+        .wait_pod("p", LONG, "CreateContainerConfigError", |p| {
+            container_status(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        })
+        .await;
+    assert_eq!(
+        container_status(&pod, "c")["state"]["waiting"]["message"],
+        "configmap \"late\" not found"
+    );
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "late"}, "data": {"k": "v1"}})).expect("cm"))
-        .await
-        .expect("cm");
-    let pod = c.wait_pod("p", LONG, "running, not ready", |p| container_status(p, "c")["state"]["running"].is_object()).await;
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "late"}, "data": {"k": "v1"}}))
+            .expect("cm"),
+    )
+    .await
+    .expect("cm");
+    let pod = c
+        .wait_pod("p", LONG, "running, not ready", |p| {
+            container_status(p, "c")["state"]["running"].is_object()
+        })
+        .await;
     assert_eq!(condition(&pod, "Ready"), "False");
     // The update reaches the running pod's volume: the readiness probe then passes.
     let patch = json!({"data": {"k": "v2"}});
-    cms.patch("late", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("patch cm");
-    c.wait_pod("p", LONG, "Ready after the config map update", |p| condition(p, "Ready") == "True").await;
+    cms.patch(
+        "late",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("patch cm");
+    c.wait_pod("p", LONG, "Ready after the config map update", |p| {
+        condition(p, "Ready") == "True"
+    })
+    .await;
     c.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_backs_off_with_growing_delay() {
     let c = Cluster::start("crash").await;
-    c.create_pod("p", json!({"containers": [container("c", "echo boom; exit 3")]})).await;
-    let first = c.wait_pod("p", LONG, "back-off 10s", |p| {
-        container_status(p, "c")["state"]["waiting"]["message"].as_str().is_some_and(|m| m.starts_with("back-off 10s"))
-    }).await;
+    c.create_pod(
+        "p",
+        json!({"containers": [container("c", "echo boom; exit 3")]}),
+    )
+    .await;
+    let first = c
+        .wait_pod("p", LONG, "back-off 10s", |p| {
+            container_status(p, "c")["state"]["waiting"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("back-off 10s"))
+        })
+        .await;
     let st = container_status(&first, "c");
     assert_eq!(st["state"]["waiting"]["reason"], "CrashLoopBackOff");
     assert_eq!(st["lastState"]["terminated"]["exitCode"], 3);
     assert_eq!(st["lastState"]["terminated"]["reason"], "Error");
     assert_eq!(st["restartCount"], 1);
     let t0 = Instant::now();
-    let second = c.wait_pod("p", Duration::from_secs(40), "back-off 20s", |p| {
-        container_status(p, "c")["state"]["waiting"]["message"].as_str().is_some_and(|m| m.starts_with("back-off 20s"))
-    }).await;
-    assert!(t0.elapsed() >= Duration::from_secs(8), "the second restart waited out the 10 s back-off");
+    let second = c
+        .wait_pod("p", Duration::from_secs(40), "back-off 20s", |p| {
+            container_status(p, "c")["state"]["waiting"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("back-off 20s"))
+        })
+        .await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(8),
+        "the second restart waited out the 10 s back-off"
+    );
     assert_eq!(container_status(&second, "c")["restartCount"], 2);
     assert_eq!(second["status"]["phase"], "Running");
     let events: Api<Event> = Api::namespaced(c.client.clone(), &c.ns);
     let evs = events.list(&ListParams::default()).await.expect("events");
-    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("BackOff")), "BackOff event");
-    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("Started")), "Started event");
+    assert!(
+        evs.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("BackOff")),
+        "BackOff event"
+    );
+    assert!(
+        evs.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Started")),
+        "Started event"
+    );
     c.cleanup().await;
 }
 
@@ -352,24 +497,50 @@ async fn liveness_failure_restarts_and_readiness_failure_is_not_ready() {
     live["livenessProbe"] = json!({"exec": {"command": ["test", "-f", "/nope"]}, "periodSeconds": 1, "failureThreshold": 2});
     live["terminationGracePeriodSeconds"] = json!(1);
     let mut unready = container("unready", "httpd -f -p 8081 -h /tmp");
-    unready["readinessProbe"] = json!({"httpGet": {"path": "/missing", "port": 8081}, "periodSeconds": 1});
+    unready["readinessProbe"] =
+        json!({"httpGet": {"path": "/missing", "port": 8081}, "periodSeconds": 1});
     let mut ready = container("ready", "sleep 3600");
     ready["readinessProbe"] = json!({"tcpSocket": {"port": 8081}, "periodSeconds": 1});
     ready["startupProbe"] = json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
-    c.create_pod("p", json!({"terminationGracePeriodSeconds": 1, "containers": [live, unready, ready]})).await;
-    let pod = c.wait_pod("p", LONG, "liveness restart", |p| container_status(p, "live")["restartCount"].as_i64().unwrap_or(0) >= 1).await;
+    c.create_pod(
+        "p",
+        json!({"terminationGracePeriodSeconds": 1, "containers": [live, unready, ready]}),
+    )
+    .await;
+    let pod = c
+        .wait_pod("p", LONG, "liveness restart", |p| {
+            container_status(p, "live")["restartCount"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 1
+        })
+        .await;
     assert_eq!(container_status(&pod, "unready")["ready"], false);
-    let pod = c.wait_pod("p", LONG, "tcp readiness", |p| container_status(p, "ready")["ready"] == true).await;
+    let pod = c
+        .wait_pod("p", LONG, "tcp readiness", |p| {
+            container_status(p, "ready")["ready"] == true
+        })
+        .await;
     assert_eq!(container_status(&pod, "ready")["started"], true);
     assert_eq!(container_status(&pod, "unready")["ready"], false);
     assert_eq!(condition(&pod, "Ready"), "False");
     assert_eq!(condition(&pod, "ContainersReady"), "False");
     let events: Api<Event> = Api::namespaced(c.client.clone(), &c.ns);
     let evs = events.list(&ListParams::default()).await.expect("events");
-    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("Unhealthy")
-        && e.message.as_deref().is_some_and(|m| m.starts_with("Liveness probe failed"))));
-    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("Unhealthy")
-        && e.message.as_deref().is_some_and(|m| m.contains("HTTP probe failed with statuscode: 404"))));
+    assert!(evs
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Unhealthy")
+            && e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("Liveness probe failed"))));
+    assert!(evs
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Unhealthy")
+            && e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("HTTP probe failed with statuscode: 404"))));
     c.cleanup().await;
 }
 
@@ -381,18 +552,39 @@ async fn init_containers_run_in_order() {
     i1["volumeMounts"] = mount.clone();
     let mut i2 = container("two", "test -f /w/order && echo 2 >> /w/order");
     i2["volumeMounts"] = mount.clone();
-    let mut app = container("app", "echo 3 >> /w/order; cat /w/order > /dev/termination-log");
+    let mut app = container(
+        "app",
+        "echo 3 >> /w/order; cat /w/order > /dev/termination-log",
+    );
     app["volumeMounts"] = mount;
-    c.create_pod("p", json!({"restartPolicy": "Never", "volumes": [{"name": "w", "emptyDir": {}}],
-                             "initContainers": [i1, i2], "containers": [app]})).await;
-    let pod = c.wait_pod("p", LONG, "init in progress", |p| condition(p, "Initialized") == "False").await;
+    c.create_pod(
+        "p",
+        json!({"restartPolicy": "Never", "volumes": [{"name": "w", "emptyDir": {}}],
+                             "initContainers": [i1, i2], "containers": [app]}),
+    )
+    .await;
+    let pod = c
+        .wait_pod("p", LONG, "init in progress", |p| {
+            condition(p, "Initialized") == "False"
+        })
+        .await;
     assert_eq!(pod["status"]["phase"], "Pending");
-    let pod = c.wait_pod("p", LONG, "succeeded", |p| p["status"]["phase"] == "Succeeded").await;
-    assert_eq!(container_status(&pod, "app")["state"]["terminated"]["message"], "1\n2\n3\n");
+    let pod = c
+        .wait_pod("p", LONG, "succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        })
+        .await;
+    assert_eq!(
+        container_status(&pod, "app")["state"]["terminated"]["message"],
+        "1\n2\n3\n"
+    );
     assert_eq!(condition(&pod, "Initialized"), "True");
     assert_eq!(condition(&pod, "Ready"), "False");
     for i in 0..2 {
-        assert_eq!(pod["status"]["initContainerStatuses"][i]["state"]["terminated"]["exitCode"], 0);
+        assert_eq!(
+            pod["status"]["initContainerStatuses"][i]["state"]["terminated"]["exitCode"],
+            0
+        );
     }
     c.cleanup().await;
 }
@@ -403,19 +595,32 @@ async fn graceful_deletion_runs_pre_stop_then_sigterm() {
     let host = c.root.parent().expect("parent").join("log");
     std::fs::create_dir_all(&host).expect("dir");
     let mut app = container("app", "trap 'echo term >> /log/out; exit 0' TERM; echo up >> /log/out; while true; do sleep 0.1; done");
-    app["lifecycle"] = json!({"preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /log/out"]}}});
+    app["lifecycle"] =
+        json!({"preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /log/out"]}}});
     app["volumeMounts"] = json!([{"name": "log", "mountPath": "/log"}]);
     c.create_pod("p", json!({"terminationGracePeriodSeconds": 20,
         "volumes": [{"name": "log", "hostPath": {"path": host.to_string_lossy()}}], "containers": [app]})).await;
-    c.wait_pod("p", LONG, "running", |p| container_status(p, "app")["state"]["running"].is_object()).await;
+    c.wait_pod("p", LONG, "running", |p| {
+        container_status(p, "app")["state"]["running"].is_object()
+    })
+    .await;
     let started = Instant::now();
-    c.pods().delete("p", &DeleteParams::default()).await.expect("delete");
+    c.pods()
+        .delete("p", &DeleteParams::default())
+        .await
+        .expect("delete");
     let deadline = Instant::now() + LONG;
     while c.pods().get_opt("p").await.expect("get").is_some() {
-        assert!(Instant::now() < deadline, "pod not removed after graceful termination");
+        assert!(
+            Instant::now() < deadline,
+            "pod not removed after graceful termination"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(started.elapsed() < Duration::from_secs(15), "the container exited on SIGTERM, long before the grace period");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the container exited on SIGTERM, long before the grace period"
+    );
     let out = std::fs::read_to_string(host.join("out")).expect("log");
     assert_eq!(out, "up\nprestop\nterm\n");
     assert!(c.containers().await.is_empty(), "containers removed");
@@ -425,26 +630,73 @@ async fn graceful_deletion_runs_pre_stop_then_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_restart_adopts_pods_and_cleans_up_deleted_ones() {
     let mut c = Cluster::start("adopt").await;
-    c.create_pod("keep", json!({"terminationGracePeriodSeconds": 1, "containers": [container("c", "sleep 3600")]})).await;
-    c.create_pod("gone", json!({"terminationGracePeriodSeconds": 1, "containers": [container("c", "sleep 3600")]})).await;
-    let keep = c.wait_pod("keep", LONG, "running", |p| condition(p, "Ready") == "True").await;
-    let gone = c.wait_pod("gone", LONG, "running", |p| condition(p, "Ready") == "True").await;
-    let id = container_status(&keep, "c")["containerID"].as_str().unwrap_or_default().to_string();
-    let gone_uid = gone["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    c.create_pod(
+        "keep",
+        json!({"terminationGracePeriodSeconds": 1, "containers": [container("c", "sleep 3600")]}),
+    )
+    .await;
+    c.create_pod(
+        "gone",
+        json!({"terminationGracePeriodSeconds": 1, "containers": [container("c", "sleep 3600")]}),
+    )
+    .await;
+    let keep = c
+        .wait_pod("keep", LONG, "running", |p| condition(p, "Ready") == "True")
+        .await;
+    let gone = c
+        .wait_pod("gone", LONG, "running", |p| condition(p, "Ready") == "True")
+        .await;
+    let id = container_status(&keep, "c")["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let gone_uid = gone["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     c.stop_kubelet().await;
-    c.pods().delete("gone", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.expect("force delete");
-    assert!(c.containers().await.iter().any(|(_, l)| l.get(kubelet::labels::POD_UID) == Some(&gone_uid)));
+    c.pods()
+        .delete(
+            "gone",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("force delete");
+    assert!(c
+        .containers()
+        .await
+        .iter()
+        .any(|(_, l)| l.get(kubelet::labels::POD_UID) == Some(&gone_uid)));
     c.start_kubelet();
     let deadline = Instant::now() + LONG;
-    while c.containers().await.iter().any(|(_, l)| l.get(kubelet::labels::POD_UID) == Some(&gone_uid)) {
-        assert!(Instant::now() < deadline, "containers of the deleted pod were not removed");
+    while c
+        .containers()
+        .await
+        .iter()
+        .any(|(_, l)| l.get(kubelet::labels::POD_UID) == Some(&gone_uid))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "containers of the deleted pod were not removed"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The kept pod's container is the same one, not restarted, and there is no duplicate.
-    let keep = c.wait_pod("keep", LONG, "ready again", |p| condition(p, "Ready") == "True").await;
+    let keep = c
+        .wait_pod("keep", LONG, "ready again", |p| {
+            condition(p, "Ready") == "True"
+        })
+        .await;
     let st = container_status(&keep, "c");
     assert_eq!(st["containerID"].as_str(), Some(id.as_str()));
     assert_eq!(st["restartCount"], 0);
-    assert_eq!(c.containers().await.len(), 2, "one sandbox and one container");
+    assert_eq!(
+        c.containers().await.len(),
+        2,
+        "one sandbox and one container"
+    );
     c.cleanup().await;
 }
