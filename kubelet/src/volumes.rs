@@ -58,13 +58,13 @@ impl VolumeContext<'_> {
     }
 }
 
+/// The files of a config map or secret volume: all keys, or the listed items.
+/// `missing` words the error for a listed key that does not exist (upstream's wording).
 fn items_to_files(
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: u32,
-    kind: &str,
-    ns: &str,
-    name: &str,
+    missing: &str,
     optional: bool,
 ) -> Result<Files, String> {
     let mut files = Files::new();
@@ -77,19 +77,7 @@ fn items_to_files(
                         files.insert(it.path.clone(), (v.clone(), mode));
                     }
                     None if optional => {}
-                    None => {
-                        return Err(format!(
-                            "configmap references non-existent config key: {}",
-                            it.key
-                        ))
-                        .map_err(|e| {
-                            if kind == "Secret" {
-                                format!("references non-existent secret key: {}", it.key)
-                            } else {
-                                e
-                            }
-                        });
-                    }
+                    None => return Err(format!("{missing}: {}", it.key)),
                 }
             }
         }
@@ -99,7 +87,6 @@ fn items_to_files(
             }
         }
     }
-    let _ = (ns, name);
     Ok(files)
 }
 
@@ -131,9 +118,7 @@ async fn config_map_files(
         &data,
         items,
         default_mode,
-        "ConfigMap",
-        &ctx.ns(),
-        name,
+        "configmap references non-existent config key",
         optional,
     )
 }
@@ -163,9 +148,7 @@ async fn secret_files(
         &data,
         items,
         default_mode,
-        "Secret",
-        &ctx.ns(),
-        name,
+        "references non-existent secret key",
         optional,
     )
 }

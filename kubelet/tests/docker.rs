@@ -700,3 +700,107 @@ async fn kubelet_restart_adopts_pods_and_cleans_up_deleted_ones() {
     );
     c.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_failure_backs_off() {
+    let c = Cluster::start("pull").await;
+    c.create_pod("p", json!({"containers": [{"name": "c", "image": "127.0.0.1:1/nope:v1", "imagePullPolicy": "IfNotPresent"}]})).await;
+    let pod = c
+        .wait_pod("p", LONG, "ErrImagePull", |p| {
+            container_status(p, "c")["state"]["waiting"]["reason"] == "ErrImagePull"
+        })
+        .await;
+    assert!(
+        container_status(&pod, "c")["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("127.0.0.1:1")),
+        "{pod:#}"
+    );
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let pod = c
+        .wait_pod("p", LONG, "ImagePullBackOff", |p| {
+            container_status(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff"
+        })
+        .await;
+    let msg = container_status(&pod, "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.starts_with("Back-off pulling image \"127.0.0.1:1/nope:v1\": ErrImagePull: "),
+        "{msg}"
+    );
+    let never = json!({"name": "c", "image": "minik8s-test/absent:v1", "imagePullPolicy": "Never"});
+    c.create_pod("never", json!({"containers": [never]})).await;
+    let pod = c
+        .wait_pod("never", LONG, "ErrImageNeverPull", |p| {
+            container_status(p, "c")["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+        })
+        .await;
+    assert_eq!(
+        container_status(&pod, "c")["state"]["waiting"]["message"],
+        "Container image \"minik8s-test/absent:v1\" is not present with pull policy of Never"
+    );
+    c.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_resources_and_host_port_reach_docker() {
+    let c = Cluster::start("sec").await;
+    let host_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut app = container("app", "id -u > /tmp/id && id -g >> /tmp/id; touch /rootfs 2>/dev/null || echo ro >> /tmp/id; cp /tmp/id /www/index.html; exec httpd -f -p 8080 -h /www");
+    app["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 2000, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD"]}});
+    app["resources"] = json!({"limits": {"cpu": "250m", "memory": "32Mi"}, "requests": {"cpu": "100m", "memory": "16Mi"}});
+    app["ports"] = json!([{"containerPort": 8080, "hostPort": host_port}]);
+    app["volumeMounts"] =
+        json!([{"name": "tmp", "mountPath": "/tmp"}, {"name": "www", "mountPath": "/www"}]);
+    c.create_pod("p", json!({"volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "www", "emptyDir": {}}], "containers": [app]})).await;
+    let pod = c
+        .wait_pod("p", LONG, "running", |p| {
+            container_status(p, "app")["state"]["running"].is_object()
+        })
+        .await;
+    let id = container_status(&pod, "app")["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("docker://")
+        .to_string();
+    let d = c.docker().await;
+    let info = d.api().inspect_container(&id, None).await.expect("inspect");
+    let hc = info.host_config.expect("host config");
+    assert_eq!(hc.memory, Some(32 * 1024 * 1024));
+    assert_eq!(hc.cpu_quota, Some(25_000));
+    assert_eq!(hc.cpu_period, Some(100_000));
+    assert_eq!(hc.cpu_shares, Some(102));
+    assert_eq!(hc.readonly_rootfs, Some(true));
+    assert_eq!(hc.cap_add, Some(vec!["NET_ADMIN".to_string()]));
+    assert_eq!(hc.cap_drop, Some(vec!["MKNOD".to_string()]));
+    assert_eq!(
+        info.config.and_then(|c| c.user),
+        Some("1000:2000".to_string())
+    );
+    // The host port reaches the pod's container through the sandbox.
+    let deadline = Instant::now() + LONG;
+    let body = loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await;
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf).await;
+            if buf.contains("200") {
+                break buf;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "host port {host_port} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.ends_with("1000\n2000\nro\n"), "{body}");
+    c.cleanup().await;
+}
