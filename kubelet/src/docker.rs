@@ -58,6 +58,7 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 pub struct Docker {
     api: bollard::Docker,
     node: String,
+    cluster: String,
     version: String,
 }
 
@@ -173,8 +174,28 @@ impl Docker {
         Ok(Docker {
             api,
             node: node.to_string(),
+            cluster: String::new(),
             version,
         })
+    }
+
+    /// Scopes this handle to one cluster's containers too (see [`labels::CLUSTER`]).
+    pub fn with_cluster(mut self, cluster: &str) -> Docker {
+        self.cluster = cluster.to_string();
+        self
+    }
+
+    /// The cluster id containers are labelled with (empty: none).
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    fn scope(&self) -> Vec<String> {
+        let mut l = vec![format!("{}={}", labels::NODE, self.node)];
+        if !self.cluster.is_empty() {
+            l.push(format!("{}={}", labels::CLUSTER, self.cluster));
+        }
+        l
     }
 
     /// The engine's version, e.g. `20.10.24+dfsg1`.
@@ -197,7 +218,7 @@ impl Docker {
         &self,
         pod_uid: Option<&str>,
     ) -> Result<Vec<(String, HashMap<String, String>)>> {
-        let mut label = vec![format!("{}={}", labels::NODE, self.node)];
+        let mut label = self.scope();
         if let Some(uid) = pod_uid {
             label.push(format!("{}={uid}", labels::POD_UID));
         }
@@ -437,10 +458,7 @@ impl Docker {
     pub fn events(&self) -> impl Stream<Item = Result<(String, String)>> + use<> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
-            (
-                "label".to_string(),
-                vec![format!("{}={}", labels::NODE, self.node)],
-            ),
+            ("label".to_string(), self.scope()),
             (
                 "event".to_string(),
                 vec!["start".to_string(), "die".to_string(), "oom".to_string()],

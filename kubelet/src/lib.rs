@@ -42,6 +42,9 @@ pub mod labels {
     pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
     /// `init`, `sidecar` or `app`: which list of the pod spec the container comes from.
     pub const CONTAINER_KIND: &str = "io.minik8s.container.kind";
+    /// Which cluster (API server CA) the container belongs to: kubelets of different
+    /// clusters that share a Docker Engine and a node name never touch each other's containers.
+    pub const CLUSTER: &str = "io.minik8s.cluster";
     /// Value of [`CONTAINER_NAME`] for the sandbox container.
     pub const SANDBOX: &str = "POD";
 }
@@ -168,16 +171,13 @@ async fn run_docker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let node_name = cfg.node_name();
-    let docker = docker::Docker::connect(&cfg.docker_endpoint, &node_name).await?;
-    let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "binding the kubelet server to {}:{}: {e}",
-                cfg.address,
-                cfg.port
-            )
-        })?;
+    let cluster = client_ca_pem(&cfg.client)
+        .map(|pem| cluster_id(&pem))
+        .unwrap_or_default();
+    let docker = docker::Docker::connect(&cfg.docker_endpoint, &node_name)
+        .await?
+        .with_cluster(&cluster);
+    let listener = bind(cfg.address, cfg.port).await?;
     let port = listener.local_addr()?.port();
     let host = node::HostFacts::read(&cfg.root_dir, cfg.node_ip).await;
     let spec = node::NodeSpec::for_host(&node_name, &host, docker.version(), port);
@@ -232,6 +232,34 @@ async fn run_docker(
     p??;
     s??;
     Ok(())
+}
+
+/// Binds the kubelet's listener. When the default port is taken (another kubelet on this
+/// machine), a free port is used instead: the Node status publishes the real one.
+async fn bind(address: IpAddr, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind((address, port)).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port == 10250 => {
+            let l = tokio::net::TcpListener::bind((address, 0)).await?;
+            tracing::warn!(
+                port,
+                chosen = l.local_addr()?.port(),
+                "kubelet port in use; serving on a free port"
+            );
+            Ok(l)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "binding the kubelet server to {address}:{port}: {e}"
+        )),
+    }
+}
+
+/// A short stable id of the cluster (FNV-1a of its CA certificate).
+fn cluster_id(ca_pem: &str) -> String {
+    let h = ca_pem.trim().bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("{h:016x}")
 }
 
 /// The streaming server (logs, exec, attach, port-forward) on the kubelet's listener.

@@ -480,6 +480,12 @@ impl PodWorker {
                 grace_seconds(pod).to_string(),
             ),
         ]);
+        if !self.docker.cluster().is_empty() {
+            l.insert(
+                labels::CLUSTER.to_string(),
+                self.docker.cluster().to_string(),
+            );
+        }
         if let Some(c) = c {
             l.insert(
                 labels::TERMINATION_MESSAGE_PATH.to_string(),

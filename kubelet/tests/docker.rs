@@ -705,9 +705,11 @@ async fn kubelet_restart_adopts_pods_and_cleans_up_deleted_ones() {
 async fn image_pull_failure_backs_off() {
     let c = Cluster::start("pull").await;
     c.create_pod("p", json!({"containers": [{"name": "c", "image": "127.0.0.1:1/nope:v1", "imagePullPolicy": "IfNotPresent"}]})).await;
+    // ErrImagePull shows until the next sync, which may come at once: accept either state.
     let pod = c
         .wait_pod("p", LONG, "ErrImagePull", |p| {
-            container_status(p, "c")["state"]["waiting"]["reason"] == "ErrImagePull"
+            let r = &container_status(p, "c")["state"]["waiting"]["reason"];
+            r == "ErrImagePull" || r == "ImagePullBackOff"
         })
         .await;
     assert!(
@@ -730,6 +732,16 @@ async fn image_pull_failure_backs_off() {
         msg.starts_with("Back-off pulling image \"127.0.0.1:1/nope:v1\": ErrImagePull: "),
         "{msg}"
     );
+    let events: Api<Event> = Api::namespaced(c.client.clone(), &c.ns);
+    let evs = events.list(&ListParams::default()).await.expect("events");
+    assert!(evs
+        .items
+        .iter()
+        .any(|e| e.message.as_deref() == Some("Error: ErrImagePull")));
+    assert!(evs
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Pulling")));
     let never = json!({"name": "c", "image": "minik8s-test/absent:v1", "imagePullPolicy": "Never"});
     c.create_pod("never", json!({"containers": [never]})).await;
     let pod = c
@@ -802,5 +814,59 @@ async fn security_context_resources_and_host_port_reach_docker() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(body.ends_with("1000\n2000\nro\n"), "{body}");
+    c.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_runs_beside_the_app_and_post_start_runs() {
+    let c = Cluster::start("sidecar").await;
+    let mount = json!([{"name": "w", "mountPath": "/w"}]);
+    let mut side = container("side", "echo side >> /w/log; exec sleep 3600");
+    side["restartPolicy"] = json!("Always");
+    side["volumeMounts"] = mount.clone();
+    let mut app = container("app", "sleep 0.5; cat /w/log > /dev/termination-log");
+    app["lifecycle"] =
+        json!({"postStart": {"exec": {"command": ["sh", "-c", "echo hook >> /w/log"]}}});
+    app["volumeMounts"] = mount;
+    c.create_pod(
+        "p",
+        json!({"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+        "volumes": [{"name": "w", "emptyDir": {}}], "initContainers": [side], "containers": [app]}),
+    )
+    .await;
+    let pod = c
+        .wait_pod("p", LONG, "succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        })
+        .await;
+    assert_eq!(
+        container_status(&pod, "app")["state"]["terminated"]["message"],
+        "side\nhook\n"
+    );
+    let side = &pod["status"]["initContainerStatuses"][0];
+    assert_eq!(side["name"], "side");
+    // The sidecar is stopped once the app containers are done.
+    let d = c.docker().await;
+    let deadline = Instant::now() + LONG;
+    loop {
+        let mut running = 0;
+        for (id, _) in d.list(None).await.expect("list") {
+            if d.inspect(&id)
+                .await
+                .expect("inspect")
+                .is_some_and(|i| i.running)
+            {
+                running += 1;
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sidecar and sandbox still running after the pod succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     c.cleanup().await;
 }
