@@ -733,15 +733,21 @@ async fn image_pull_failure_backs_off() {
         "{msg}"
     );
     let events: Api<Event> = Api::namespaced(c.client.clone(), &c.ns);
-    let evs = events.list(&ListParams::default()).await.expect("events");
-    assert!(evs
-        .items
-        .iter()
-        .any(|e| e.message.as_deref() == Some("Error: ErrImagePull")));
-    assert!(evs
-        .items
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("Pulling")));
+    let deadline = Instant::now() + LONG;
+    loop {
+        let evs = events.list(&ListParams::default()).await.expect("events");
+        let has = |reason: &str, msg: &str| {
+            evs.items.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.message.as_deref().is_some_and(|m| m.starts_with(msg))
+            })
+        };
+        if has("Failed", "Error: ErrImagePull") && has("Pulling", "Pulling image") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Pulling and Failed events");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let never = json!({"name": "c", "image": "minik8s-test/absent:v1", "imagePullPolicy": "Never"});
     c.create_pod("never", json!({"containers": [never]})).await;
     let pod = c
