@@ -76,11 +76,15 @@ done >"$TMP/pods.yaml"
 
 start=$(now_ms)
 kubectl create -f "$TMP/pods.yaml" >/dev/null
-declare -A ready_at
-while ((${#ready_at[@]} < N)); do
+declare -A ready_at=()
+count=0
+while ((count < N)); do
     t=$(now_ms)
     while read -r name st; do
-        [[ $st == True && -z ${ready_at[$name]:-} ]] && ready_at[$name]=$((t - start))
+        if [[ $st == True && -z ${ready_at[$name]:-} ]]; then
+            ready_at[$name]=$((t - start))
+            count=$((count + 1))
+        fi
     done < <(kubectl get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
     (( $(now_ms) - start > 180000 )) && { echo "pods not ready within 180 s" >&2; exit 1; }
     sleep 0.05
@@ -100,7 +104,7 @@ idle_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" 'BEGIN {printf "%.2f", (b
 pair() {
     local s e sb
     s=$(now_ms)
-    sb=$(docker run -d --label minik8s-bench=1 "$PAUSE")
+    sb=$(docker run -d --label minik8s-bench=1 --ipc shareable "$PAUSE")
     docker run -d --label minik8s-bench=1 --network "container:$sb" --ipc "container:$sb" "$IMAGE" sleep 3600 >/dev/null
     e=$(now_ms)
     echo $((e - s))
