@@ -11,6 +11,7 @@
 #   KUBECTL       kubectl to run (default `kubectl` on PATH; may be the version dispatcher)
 #   E2E_ETCD      loopback etcd URL; the server then stores state there under a fresh prefix
 #   E2E_ETCD_PREFIX  that prefix (default /minik8s-e2e-<pid>-<random>; empty: the server's default)
+#   E2E_AGENT=1   also run the node agent (kubelet) in the server (default: --disable-agent)
 #   E2E_KEEP=1    keep the temp dir (server log, kubeconfig, dumped YAML) after the run
 #
 # Every check prints PASS/FAIL; a failure shows the command, the expected and the actual
@@ -173,6 +174,9 @@ drop_ns() { k delete ns "$1" --wait=false >/dev/null 2>&1 || true; }
 PORT=$(free_port)
 DATA_DIR=$TMP/data
 SERVER_ARGS=(server --data-dir "$DATA_DIR" --https-listen-port "$PORT" --bind-address 127.0.0.1)
+# These scenarios check what kubectl shows of the control plane; pods running on Docker are
+# covered by the kubelet's own tests (kubelet/tests). E2E_AGENT=1 runs this node's kubelet too.
+[[ -n ${E2E_AGENT:-} ]] || SERVER_ARGS+=(--disable-agent)
 if [[ -n $E2E_ETCD ]]; then
     # A fresh key prefix so runs never see each other's objects in a shared etcd
     # (E2E_ETCD_PREFIX= uses the server's default, /registry).
