@@ -1,5 +1,6 @@
 //! Service ClusterIP and NodePort allocation over real HTTPS: uniqueness under concurrency,
 //! user-chosen values, release, restarts and two API servers sharing one etcd.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -487,6 +487,7 @@ impl ServiceAllocator {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

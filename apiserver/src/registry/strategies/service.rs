@@ -251,7 +251,7 @@ impl Strategy for ServiceStrategy {
                 }
             }
         }
-        if !uses_node_ports(&ty) && uses_node_ports(&old_ty) {
+        if !uses_node_ports(&ty) && uses_node_ports(old_ty) {
             let old_ports = old
                 .pointer("/spec/ports")
                 .and_then(Value::as_array)
