@@ -347,10 +347,9 @@ expect 0 "service/web created" kcreate -n $NS -f $TD/service.yaml
 expect 0 "service/web" k get -n $NS svc web -o name
 expect 0 "ClusterIP TCP 8080 SingleStack None" \
     k get -n $NS service web -o 'jsonpath={.spec.type} {.spec.ports[0].protocol} {.spec.ports[0].targetPort} {.spec.ipFamilyPolicy} {.spec.sessionAffinity}'
-# ClusterIP allocation from --service-cidr comes with the service-networking issue;
-# until then a Service has no clusterIP.
+# ClusterIPs come from --service-cidr (10.96.0.0/12).
 expect_re 0 '^NAME +TYPE +CLUSTER-IP +EXTERNAL-IP +PORT\(S\) +AGE
-web +ClusterIP +(10\.[0-9.]+|<none>) +<none> +80/TCP +[0-9]+[smhd]$' k get -n $NS svc
+web +ClusterIP +10\.(9[6-9]|10[0-9]|11[01])\.[0-9]+\.[0-9]+ +<none> +80/TCP +[0-9]+[smhd]$' k get -n $NS svc
 expect 1 'Error from server (NotFound): services "nope" not found' k get -n $NS svc nope
 expect 0 'service "web" deleted' k delete -n $NS svc web
 expect 1 'Error from server (NotFound): services "web" not found' k get -n $NS svc web
@@ -412,7 +411,7 @@ pod/web +0/1 +Pending +0 +[0-9]+[smhd]
 (pod/web-[a-z0-9]+-[a-z0-9]+ +0/1 +Pending +0 +[0-9]+[smhd]
 )*
 NAME +TYPE +CLUSTER-IP +EXTERNAL-IP +PORT\(S\) +AGE
-service/web +ClusterIP +([0-9.]+|<none>) +<none> +80/TCP +[0-9]+[smhd]
+service/web +ClusterIP +10\.(9[6-9]|10[0-9]|11[01])\.[0-9]+\.[0-9]+ +<none> +80/TCP +[0-9]+[smhd]
 
 NAME +READY +UP-TO-DATE +AVAILABLE +AGE
 deployment.apps/web +0/2 +[0-2] +0 +[0-9]+[smhd]$' k get -n $NS po,svc,deploy

@@ -39,6 +39,20 @@ pub struct Config {
     /// Prefix of every storage key (several clusters may share one etcd)
     #[arg(long, default_value = "/registry")]
     pub etcd_prefix: String,
+
+    /// IPv4 range Service cluster IPs are allocated from; its first address is the
+    /// `kubernetes` Service's
+    #[arg(long, alias = "service-cidr", default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+
+    /// Port range NodePort Services are allocated from
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+
+    /// Address the `kubernetes` Service's endpoints point at [default: the bind address, or
+    /// this host's primary address when binding to 0.0.0.0]
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
 }
 
 impl Config {
@@ -61,6 +75,9 @@ impl Config {
             compaction_interval_seconds: 300,
             compaction_retain_revisions: 1000,
             etcd_prefix: "/registry".into(),
+            service_cluster_ip_range: "10.96.0.0/12".into(),
+            service_node_port_range: "30000-32767".into(),
+            advertise_address: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handlers::{self, ApiState};
 use crate::pki::{self, Pki};
+use crate::registry::allocator::{Ipv4Range, PortRange, ServiceAllocator};
 use crate::registry::stores::Registry;
 use crate::watch_cache::Caches;
 use crate::{storage, Config};
@@ -65,7 +66,22 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .await
         .context("timed out loading the watch cache from the datastore")?;
 
-    let registry = Arc::new(Registry::new(resources, backend.clone(), caches.clone())?);
+    let ip_range = Ipv4Range::parse(&cfg.service_cluster_ip_range)
+        .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+    let port_range = PortRange::parse(&cfg.service_node_port_range)
+        .map_err(|e| anyhow::anyhow!("--service-node-port-range: {e}"))?;
+    let allocator = Arc::new(ServiceAllocator::new(
+        backend.clone(),
+        &cfg.etcd_prefix,
+        ip_range,
+        port_range,
+    ));
+    let registry = Arc::new(Registry::new(
+        resources,
+        backend.clone(),
+        caches.clone(),
+        Some(allocator),
+    )?);
     registry
         .bootstrap()
         .await
@@ -93,6 +109,17 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         cfg.bind_address
     };
     let url = format!("https://{}", SocketAddr::new(host, addr.port()));
+    let advertise = cfg.advertise_address.unwrap_or_else(|| {
+        if cfg.bind_address.is_unspecified() {
+            primary_address().unwrap_or(host)
+        } else {
+            cfg.bind_address
+        }
+    });
+    registry
+        .bootstrap_kubernetes_service(ip_range.first(), advertise, addr.port())
+        .await
+        .context("cannot create the kubernetes Service")?;
     let kubeconfig = data_dir.join("kubeconfig.yaml");
     pki.write_kubeconfig(&kubeconfig, &url)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
@@ -119,6 +146,17 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         pki,
         task,
     })
+}
+
+/// This host's address on its default route: a UDP socket "connected" to a public address
+/// (no packet is sent) reports the local address the kernel would use.
+fn primary_address() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    s.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
 }
 
 async fn serve(

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::validation::FieldErrors;
 
+pub mod allocator;
 pub mod binding;
 pub mod store;
 pub mod stores;

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 use crate::object;
+use crate::registry::allocator::{Held, ServiceAllocator};
 use crate::registry::{ResourceInfo, Subresource};
 use crate::storage::{self, Backend, KeyValue, ListOptions};
 use crate::validation::FieldError;
@@ -67,6 +68,8 @@ pub struct Store {
     pub cache: Arc<WatchCache>,
     backend: Arc<dyn Backend>,
     caches: Arc<Caches>,
+    /// Cluster IP and NodePort allocation, for core/v1 Services.
+    services: Option<Arc<ServiceAllocator>>,
 }
 
 fn now_rfc3339() -> String {
@@ -97,7 +100,52 @@ impl Store {
             cache,
             backend,
             caches,
+            services: None,
         }
+    }
+
+    /// Makes this store allocate Service cluster IPs and node ports.
+    pub fn with_service_allocator(mut self, a: Arc<ServiceAllocator>) -> Self {
+        self.services = Some(a);
+        self
+    }
+
+    /// Allocates what `obj` (a Service) needs beyond what `old` held; `Ok(None)` for
+    /// other resources.
+    async fn allocate(&self, name: &str, obj: &mut Value, old: &Held) -> Result<Option<Held>> {
+        let Some(a) = &self.services else {
+            return Ok(None);
+        };
+        match a.allocate(obj, old).await? {
+            Ok(got) => Ok(Some(got)),
+            Err(errs) => Err(self.invalid(name, errs)),
+        }
+    }
+
+    /// Releases values a Service no longer holds.
+    async fn release(&self, held: &Held) {
+        if let Some(a) = &self.services {
+            a.release(held).await;
+        }
+    }
+
+    /// After a Service changed from `old` to `new` (or was deleted: `new` = None), releases
+    /// what it gave up.
+    async fn release_given_up(&self, old: &Value, new: Option<&Value>) {
+        if self.services.is_none() {
+            return;
+        }
+        let before = Held::of(old);
+        let after = new.map(Held::of).unwrap_or_default();
+        let gone = Held {
+            ip: before.ip.filter(|ip| after.ip != Some(*ip)),
+            node_ports: before
+                .node_ports
+                .into_iter()
+                .filter(|p| !after.node_ports.contains(p))
+                .collect(),
+        };
+        self.release(&gone).await;
     }
 
     fn key(&self, ns: &str, name: &str) -> String {
@@ -519,19 +567,31 @@ impl Store {
             return Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()));
         }
         let key = self.key(ns, &name);
+        if self.services.is_some() && self.cache.get(&key).is_some() {
+            return Err(Error::AlreadyExists {
+                resource: self.info.qualified_resource(),
+                name,
+            });
+        }
+        let allocated = self.allocate(&name, &mut obj, &Held::default()).await?;
         let kv = match self
             .backend
             .create(&key, self.encode_for_storage(&obj))
             .await
         {
             Ok(kv) => kv,
-            Err(storage::Error::AlreadyExists(_)) => {
-                return Err(Error::AlreadyExists {
-                    resource: self.info.qualified_resource(),
-                    name,
+            Err(e) => {
+                if let Some(got) = &allocated {
+                    self.release(got).await;
+                }
+                return Err(match e {
+                    storage::Error::AlreadyExists(_) => Error::AlreadyExists {
+                        resource: self.info.qualified_resource(),
+                        name,
+                    },
+                    e => e.into(),
                 });
             }
-            Err(e) => return Err(e.into()),
         };
         object::meta_mut(&mut obj).insert(
             "resourceVersion".into(),
@@ -602,7 +662,7 @@ impl Store {
             if !precondition.is_empty() && precondition != kv.mod_revision.to_string() {
                 return Err(self.conflict(name, CONFLICT_MESSAGE));
             }
-            let new = self.prepare_update(new, &old, subresource)?;
+            let mut new = self.prepare_update(new, &old, subresource)?;
             // A no-op update writes nothing and keeps the resourceVersion.
             if strip_rv(&new) == strip_rv(&old) {
                 return Ok(Bytes::from(serde_json::to_vec(&old).unwrap_or_default()));
@@ -610,45 +670,68 @@ impl Store {
             if opts.dry_run {
                 return Ok(Bytes::from(serde_json::to_vec(&new).unwrap_or_default()));
             }
-            // Last finalizer removed from an object marked for deletion: delete it.
-            if is_deletable(&new) {
-                return match self.backend.delete(&key, kv.mod_revision).await {
-                    Ok((_, rev)) => {
-                        let mut v = new;
-                        object::meta_mut(&mut v)
-                            .insert("resourceVersion".into(), Value::String(rev.to_string()));
-                        Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+            let allocated = if subresource.is_none() && !is_deletable(&new) {
+                self.allocate(name, &mut new, &Held::of(&old)).await?
+            } else {
+                None
+            };
+            let new = new;
+            let result = self.write_update(&key, kv, &new, &precondition, name).await;
+            match &result {
+                Ok(Some(_)) => {
+                    let kept = (!is_deletable(&new)).then_some(&new);
+                    self.release_given_up(&old, kept).await;
+                }
+                _ => {
+                    if let Some(got) = &allocated {
+                        self.release(got).await;
                     }
-                    Err(storage::Error::Conflict { .. }) if precondition.is_empty() => continue,
-                    Err(storage::Error::Conflict { .. }) => {
-                        Err(self.conflict(name, CONFLICT_MESSAGE))
-                    }
-                    Err(storage::Error::NotFound(_)) => Err(self.not_found(name)),
-                    Err(e) => Err(e.into()),
-                };
+                }
             }
-            match self
-                .backend
-                .update(&key, self.encode_for_storage(&new), kv.mod_revision)
-                .await
-            {
-                Ok(kv) => {
-                    let mut v = new;
-                    object::meta_mut(&mut v).insert(
-                        "resourceVersion".into(),
-                        Value::String(kv.mod_revision.to_string()),
-                    );
-                    return Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()));
-                }
-                Err(storage::Error::Conflict { .. }) if precondition.is_empty() => continue,
-                Err(storage::Error::Conflict { .. }) => {
-                    return Err(self.conflict(name, CONFLICT_MESSAGE))
-                }
-                Err(storage::Error::NotFound(_)) => return Err(self.not_found(name)),
-                Err(e) => return Err(e.into()),
+            match result? {
+                Some(b) => return Ok(b),
+                None => continue,
             }
         }
         Err(self.conflict(name, "too many concurrent updates; please try again"))
+    }
+
+    /// One compare-and-swap write of an update; `Ok(None)` = lost a race, try again.
+    async fn write_update(
+        &self,
+        key: &str,
+        kv: KeyValue,
+        new: &Value,
+        precondition: &str,
+        name: &str,
+    ) -> Result<Option<Bytes>> {
+        let conflict = |e: storage::Error| match e {
+            storage::Error::Conflict { .. } if precondition.is_empty() => Ok(None),
+            storage::Error::Conflict { .. } => Err(self.conflict(name, CONFLICT_MESSAGE)),
+            storage::Error::NotFound(_) => Err(self.not_found(name)),
+            e => Err(e.into()),
+        };
+        let mut v = new.clone();
+        // Last finalizer removed from an object marked for deletion: delete it.
+        let rev = if is_deletable(new) {
+            match self.backend.delete(key, kv.mod_revision).await {
+                Ok((_, rev)) => rev,
+                Err(e) => return conflict(e),
+            }
+        } else {
+            match self
+                .backend
+                .update(key, self.encode_for_storage(new), kv.mod_revision)
+                .await
+            {
+                Ok(kv) => kv.mod_revision,
+                Err(e) => return conflict(e),
+            }
+        };
+        object::meta_mut(&mut v).insert("resourceVersion".into(), Value::String(rev.to_string()));
+        Ok(Some(Bytes::from(
+            serde_json::to_vec(&v).unwrap_or_default(),
+        )))
     }
 
     /// Applies the update rules: system metadata kept, status/spec split, defaulting,
@@ -836,6 +919,7 @@ impl Store {
                 }
                 match self.backend.delete(&key, kv.mod_revision).await {
                     Ok((_, rev)) => {
+                        self.release_given_up(&old, None).await;
                         object::meta_mut(&mut new)
                             .insert("resourceVersion".into(), Value::String(rev.to_string()));
                         return Ok(DeleteOutcome::Deleted(new));

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::object;
+use crate::registry::allocator::ServiceAllocator;
 use crate::registry::store::{DeleteOptions, ListParams, Store, WriteOptions};
 use crate::registry::ResourceInfo;
 use crate::storage::Backend;
@@ -33,6 +34,7 @@ impl Registry {
         resources: Vec<ResourceInfo>,
         backend: Arc<dyn Backend>,
         caches: Arc<Caches>,
+        services: Option<Arc<ServiceAllocator>>,
     ) -> Result<Self> {
         let mut stores = HashMap::new();
         for r in &resources {
@@ -50,15 +52,14 @@ impl Registry {
                     r.qualified_resource()
                 )));
             }
-            stores.insert(
-                k,
-                Arc::new(Store::new(
-                    r.clone(),
-                    cache,
-                    backend.clone(),
-                    caches.clone(),
-                )),
-            );
+            let mut store = Store::new(r.clone(), cache, backend.clone(), caches.clone());
+            if let Some(a) = services
+                .as_ref()
+                .filter(|_| r.group.is_empty() && r.plural == "services")
+            {
+                store = store.with_service_allocator(a.clone());
+            }
+            stores.insert(k, Arc::new(store));
         }
         Ok(Registry {
             resources,
@@ -83,6 +84,128 @@ impl Registry {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             match ns.create("", obj, &WriteOptions::default()).await {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the `kubernetes` Service in `default` at the first address of the service
+    /// range, and merges this API server's address into its Endpoints and EndpointSlice.
+    pub async fn bootstrap_kubernetes_service(
+        &self,
+        cluster_ip: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
+        port: u16,
+    ) -> Result<()> {
+        let (Some(svc), Some(eps), Some(slices)) = (
+            self.store("", "v1", "services"),
+            self.store("", "v1", "endpoints"),
+            self.store("discovery.k8s.io", "v1", "endpointslices"),
+        ) else {
+            return Ok(());
+        };
+        let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+        if let Err(Error::NotFound { .. }) = svc.get_value("default", "kubernetes").await {
+            let obj = json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": cluster_ip.to_string(),
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+                    "sessionAffinity": "None",
+                },
+            });
+            match svc.create("default", obj, &WriteOptions::default()).await {
+                // Another API server sharing the store got there first.
+                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                Err(Error::Invalid { errors, .. }) => {
+                    tracing::warn!(?errors, "cannot create the kubernetes Service")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let ip = address.to_string();
+        let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
+        let ep_port = json!({"name": "https", "port": port, "protocol": "TCP"});
+        let endpoints = json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": ip}], "ports": [ep_port]}],
+        });
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": family,
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+            "ports": [ep_port],
+        });
+        let merge_ep = |old: &Value| -> Result<Value> {
+            let mut v = old.clone();
+            let has = |v: &Value| {
+                v.pointer("/subsets/0/addresses")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|x| x.get("ip") == Some(&json!(ip))))
+            };
+            let same_port = v.pointer("/subsets/0/ports/0/port") == Some(&json!(port));
+            if !same_port {
+                return Ok(endpoints.clone());
+            }
+            if !has(&v) {
+                if let Some(a) = v
+                    .pointer_mut("/subsets/0/addresses")
+                    .and_then(Value::as_array_mut)
+                {
+                    a.push(json!({"ip": ip}));
+                }
+            }
+            Ok(v)
+        };
+        let merge_slice = |old: &Value| -> Result<Value> {
+            let mut v = old.clone();
+            let same_port = v.pointer("/ports/0/port") == Some(&json!(port));
+            if !same_port {
+                return Ok(slice.clone());
+            }
+            let has = v
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|e| e.pointer("/addresses/0") == Some(&json!(ip)))
+                });
+            if !has {
+                if let Some(a) = v.get_mut("endpoints").and_then(Value::as_array_mut) {
+                    a.push(json!({"addresses": [ip], "conditions": {"ready": true}}));
+                }
+            }
+            Ok(v)
+        };
+        for (store, obj, merge) in [
+            (
+                eps,
+                &endpoints,
+                &merge_ep as &dyn Fn(&Value) -> Result<Value>,
+            ),
+            (slices, &slice, &merge_slice),
+        ] {
+            match store
+                .create("default", obj.clone(), &WriteOptions::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(Error::AlreadyExists { .. }) => {
+                    store
+                        .guaranteed_update(
+                            "default",
+                            "kubernetes",
+                            None,
+                            &WriteOptions::default(),
+                            merge,
+                        )
+                        .await?;
+                }
                 Err(e) => return Err(e),
             }
         }

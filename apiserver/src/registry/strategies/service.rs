@@ -242,6 +242,31 @@ impl Strategy for ServiceStrategy {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
+        // Upstream `dropTypeDependentFields`: values that only the old type needed go, unless
+        // the client changed them.
+        if ty == "ExternalName" && old_ty != "ExternalName" {
+            for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+                if spec.get(f) == old.pointer(&format!("/spec/{f}")) {
+                    spec.remove(f);
+                }
+            }
+        }
+        if !uses_node_ports(&ty) && uses_node_ports(old_ty) {
+            let old_ports = old
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            each_item(spec, "ports", |p| {
+                let np = p.get("nodePort").cloned();
+                if np.is_some() && old_ports.iter().any(|o| o.get("nodePort") == np.as_ref()) {
+                    p.remove("nodePort");
+                }
+            });
+            if spec.get("healthCheckNodePort") == old.pointer("/spec/healthCheckNodePort") {
+                spec.remove("healthCheckNodePort");
+            }
+        }
         if ty != "ExternalName" && old_ty != "ExternalName" {
             for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
                 let missing = match spec.get(f) {
@@ -279,7 +304,9 @@ impl Strategy for ServiceStrategy {
                 }
             }
         }
-        default_ip_families(spec);
+        if ty != "ExternalName" {
+            default_ip_families(spec);
+        }
     }
     fn validate(&self, obj: &Value) -> FieldErrors {
         validate_with::<Service>(obj, true, NameRule::Dns1035Label, validate_service)
