@@ -7,6 +7,9 @@
 #   hack/bench.sh                                  # defaults of `bench --help`
 #   hack/bench.sh --objects 2000 --watchers 100    # extra arguments go to every bench run
 #
+# The scheduler section (bench-scheduler: 1,000 nodes, 10,000 pods) gets no extra arguments;
+# BENCH_NO_SCHEDULER=1 skips it.
+#
 # Environment: BENCH_SKIP_BUILD=1 uses the binaries already in target/release;
 # BENCH_NO_ETCD=1 skips the etcd half; BENCH_KEEP=1 keeps the temp dir (logs).
 set -euo pipefail
@@ -15,12 +18,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 MINIK8S_BIN=${MINIK8S_BIN:-target/release/minik8s}
 BENCH_BIN=${BENCH_BIN:-target/release/bench}
+SCHED_BENCH_BIN=${SCHED_BENCH_BIN:-target/release/bench-scheduler}
 
 if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
     echo "building release binaries..."
-    cargo build -q --release -p minik8s -p hack --bin minik8s --bin bench
+    cargo build -q --release -p minik8s -p hack --bin minik8s --bin bench --bin bench-scheduler
 fi
-for bin in "$MINIK8S_BIN" "$BENCH_BIN"; do
+for bin in "$MINIK8S_BIN" "$BENCH_BIN" "$SCHED_BENCH_BIN"; do
     [[ -x $bin ]] || { echo "$bin is not built" >&2; exit 2; }
 done
 
@@ -98,6 +102,17 @@ STATUS=0
 # --- embedded store --------------------------------------------------------------------
 if start_server embedded; then
     "$BENCH_BIN" --kubeconfig "$KUBECONFIG_FILE" --server-pid "$SERVER_PID" --label "minik8s, embedded store" "$@" || STATUS=1
+    stop_server
+else
+    STATUS=1
+fi
+
+# --- scheduler: a server without its own scheduler; the bench runs `minik8s scheduler` --
+if [[ -n ${BENCH_NO_SCHEDULER:-} ]]; then
+    echo "== scheduler: skipped (BENCH_NO_SCHEDULER)"
+elif start_server scheduler --disable-scheduler --disable-controller-manager --disable-agent; then
+    echo "== scheduler (embedded store)"
+    "$SCHED_BENCH_BIN" --kubeconfig "$KUBECONFIG_FILE" --minik8s "$MINIK8S_BIN" || STATUS=1
     stop_server
 else
     STATUS=1

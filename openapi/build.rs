@@ -13,6 +13,9 @@ use serde_json::{json, Map, Value};
 #[path = "src/markers.rs"]
 mod markers;
 
+#[path = "src/enums.rs"]
+mod enums;
+
 const V2_PREFIX: &str = "#/definitions/";
 const V3_PREFIX: &str = "#/components/schemas/";
 
@@ -134,10 +137,45 @@ fn annotate(def: &str, schema: &mut Value, roots: &[Root]) {
         .collect();
     if !gvks.is_empty() {
         schema["x-kubernetes-group-version-kind"] = Value::Array(gvks);
+        // k8s-openapi makes a kind's metadata a required field; upstream does not.
+        if let Some(m) = schema.as_object_mut() {
+            let required = m.get_mut("required").and_then(Value::as_array_mut);
+            if let Some(r) = required {
+                r.retain(|f| f != "metadata");
+                if r.is_empty() {
+                    m.remove("required");
+                }
+            }
+        }
     }
     let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
     };
+    for e in enums::ENUMS.iter().filter(|e| e.def == def) {
+        let Some(Value::Object(p)) = props.get_mut(e.field) else {
+            continue;
+        };
+        // Upstream's generator lists the values in the schema and in the description.
+        let values: Vec<&str> = e.values.iter().map(|(v, _)| *v).collect();
+        let mut text = p
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        text.push_str("\n\nPossible enum values:");
+        for (v, doc) in e.values {
+            let _ = write!(text, "\n - `{v:?}`");
+            if !doc.is_empty() {
+                let _ = write!(text, " {doc}");
+            }
+        }
+        p.insert("description".into(), json!(text));
+        if !e.list {
+            p.insert("enum".into(), json!(values));
+        } else if let Some(Value::Object(items)) = p.get_mut("items") {
+            items.insert("enum".into(), json!(values));
+        }
+    }
     for mk in markers::MARKERS.iter().filter(|m| m.def == def) {
         let Some(Value::Object(p)) = props.get_mut(mk.field) else {
             continue;
@@ -185,6 +223,7 @@ fn child(p: &Value) -> Option<&str> {
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=src/markers.rs");
+    println!("cargo::rerun-if-changed=src/enums.rs");
     println!("cargo::rerun-if-changed=src/roots.rs");
 
     let mut generator = SchemaSettings::draft07()

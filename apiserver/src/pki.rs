@@ -29,6 +29,8 @@ pub const ADMIN_USER: &str = "minik8s-admin";
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 /// Group that RBAC lets do everything.
 pub const MASTERS_GROUP: &str = "system:masters";
+/// User the API server is when it calls kubelets (upstream's apiserver-kubelet-client).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const LEAF_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -75,6 +77,10 @@ pub struct Pki {
     pub admin_cert_pem: String,
     /// Key of the admin client certificate.
     pub admin_key_pem: String,
+    /// Client certificate the API server shows kubelets (CN `kube-apiserver-kubelet-client`).
+    pub kubelet_client_cert_pem: String,
+    /// Key of the kubelet client certificate.
+    pub kubelet_client_key_pem: String,
 }
 
 impl std::fmt::Debug for Pki {
@@ -137,6 +143,22 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
             }
         };
 
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = match check_leaf(
+        &paths.kubelet_client_cert,
+        &paths.kubelet_client_key,
+        &ca,
+        now,
+    ) {
+        Ok((cert, key, _)) => (cert, key),
+        Err(why) => {
+            tracing::info!(reason = %why, "issuing kubelet client certificate");
+            let (cert, key) = ca.issue_client(KUBELET_CLIENT_USER, &[MASTERS_GROUP])?;
+            write_file(&paths.kubelet_client_key, &key, 0o600)?;
+            write_file(&paths.kubelet_client_cert, &cert, 0o644)?;
+            (cert, key)
+        }
+    };
+
     Ok(Pki {
         ca_cert_pem,
         ca_key_pem,
@@ -144,6 +166,8 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> Result<Pki> {
         serving_key_pem,
         admin_cert_pem,
         admin_key_pem,
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
     })
 }
 
@@ -171,6 +195,25 @@ impl Pki {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// TLS configuration for calls to kubelets: the kubelet client certificate, and no
+    /// check of the kubelet's serving certificate (upstream without
+    /// `--kubelet-certificate-authority`). ALPN http/1.1 only, so upgrades work.
+    pub fn kubelet_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = vec![pem_cert(
+            &self.kubelet_client_cert_pem,
+            "kubelet client certificate",
+        )?];
+        let key = pem_key(&self.kubelet_client_key_pem, "kubelet client key")?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+            .with_client_auth_cert(chain, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 
@@ -221,6 +264,55 @@ impl Pki {
             })?;
         }
         write_file(path, &text, 0o600)
+    }
+}
+
+/// Accepts any kubelet serving certificate but still checks the handshake signatures.
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -358,6 +450,8 @@ struct Paths {
     serving_key: PathBuf,
     admin_cert: PathBuf,
     admin_key: PathBuf,
+    kubelet_client_cert: PathBuf,
+    kubelet_client_key: PathBuf,
 }
 
 impl Paths {
@@ -369,6 +463,8 @@ impl Paths {
             serving_key: tls.join("serving.key"),
             admin_cert: tls.join("admin.crt"),
             admin_key: tls.join("admin.key"),
+            kubelet_client_cert: tls.join("apiserver-kubelet-client.crt"),
+            kubelet_client_key: tls.join("apiserver-kubelet-client.key"),
         }
     }
 }

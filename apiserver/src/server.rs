@@ -97,7 +97,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
     pki.write_kubeconfig(&kubeconfig, &url)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
 
-    let state = Arc::new(ApiState::new(registry, url.clone(), shutdown.clone()));
+    let mut state = ApiState::new(registry, url.clone(), shutdown.clone());
+    state.kubelet_tls = Some(
+        pki.kubelet_client_config()
+            .context("cannot build the kubelet client TLS configuration")?,
+    );
+    let state = Arc::new(state);
     let acceptor = TlsAcceptor::from(tls);
     let task = tokio::spawn(serve(
         listener,

@@ -8,6 +8,9 @@
 
 pub mod markers;
 
+/// The upstream enum values of fields (used by the build script; public for reference).
+pub mod enums;
+
 /// The Kubernetes minor version whose API minik8s serves.
 pub const KUBERNETES_MINOR: &str = "33";
 
@@ -197,7 +200,12 @@ mod tests {
             ports["x-kubernetes-list-map-keys"],
             serde_json::json!(["containerPort", "protocol"])
         );
-        assert!(v3.get("io.k8s.api.core.v1.ContainerPort").is_some());
+        let protocol = &v3["io.k8s.api.core.v1.ContainerPort"]["properties"]["protocol"];
+        assert_eq!(protocol["enum"], serde_json::json!(["SCTP", "TCP", "UDP"]));
+        assert!(protocol["description"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("Possible enum values:\n - `\"SCTP\"` is the SCTP protocol.\n - `\"TCP\"` is the TCP protocol.\n - `\"UDP\"` is the UDP protocol.")));
+        assert!(dep.get("required").is_none(), "metadata is not required");
         assert!(v3.get("io.k8s.api.batch.v1.Job").is_none());
 
         let v2 = schemas(&[("", "v1", "Pod")], Version::V2);

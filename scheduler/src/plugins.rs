@@ -239,13 +239,11 @@ fn tolerates(t: &Toleration, taint: &Taint) -> bool {
 
 fn untolerated<'t>(
     taints: &'t [Taint],
-    tolerations: &[Toleration],
-    effects: &[&str],
-) -> impl Iterator<Item = &'t Taint> {
-    let effects: Vec<String> = effects.iter().map(|e| e.to_string()).collect();
-    let tolerations = tolerations.to_vec();
+    tolerations: &'t [Toleration],
+    effects: &'t [&'t str],
+) -> impl Iterator<Item = &'t Taint> + 't {
     taints.iter().filter(move |t| {
-        effects.contains(&t.effect) && !tolerations.iter().any(|tol| tolerates(tol, t))
+        effects.contains(&t.effect.as_str()) && !tolerations.iter().any(|tol| tolerates(tol, t))
     })
 }
 

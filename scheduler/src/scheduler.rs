@@ -42,6 +42,9 @@ struct State {
     /// PriorityClass name to (value, globalDefault).
     classes: HashMap<String, (i32, bool)>,
     next_start: usize,
+    /// Nothing is scheduled before the first pod list is complete (upstream waits for
+    /// its caches to sync), so every assigned pod is counted.
+    pods_synced: bool,
 }
 
 struct Shared {
@@ -197,7 +200,12 @@ fn apply_pod(st: &mut State, settings: &Settings, pod: Pod) {
                 st.queue.move_all_to_active_or_backoff();
             }
         } else {
+            let known = st.cache.is_placed(&uid);
             st.cache.set_pod(PodInfo::new(&pod, &node, priority));
+            // A pod placed by someone else may satisfy waiting pods' affinity.
+            if !known {
+                st.queue.move_all_to_active_or_backoff();
+            }
         }
         return;
     }
@@ -224,7 +232,7 @@ fn apply_pod(st: &mut State, settings: &Settings, pod: Pod) {
         let req = crate::resources::requests_of(&pod, false);
         st.cache.nominated.insert(uid.clone(), (nn, req, priority));
     }
-    st.queue.add_or_update(Arc::new(pod), priority);
+    st.queue.add_or_update(&pod, priority);
 }
 
 fn delete_pod(st: &mut State, pod: &Pod) {
@@ -241,7 +249,6 @@ async fn watch_pods(sh: Arc<Shared>, token: CancellationToken) {
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     let mut seen: HashSet<String> = HashSet::new();
-    let mut listed: Vec<Pod> = Vec::new();
     loop {
         let ev = tokio::select! {
             _ = token.cancelled() => return,
@@ -250,23 +257,13 @@ async fn watch_pods(sh: Arc<Shared>, token: CancellationToken) {
         let Some(ev) = ev else { return };
         let mut st = sh.lock();
         match ev {
-            Ok(watcher::Event::Init) => {
-                seen.clear();
-                listed.clear();
-            }
+            Ok(watcher::Event::Init) => seen.clear(),
             Ok(watcher::Event::InitApply(p)) => {
                 seen.insert(uid_of(&p));
-                // Assigned pods first, so pending ones see them when scheduled.
-                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                    apply_pod(&mut st, &sh.settings, p);
-                } else {
-                    listed.push(p);
-                }
+                apply_pod(&mut st, &sh.settings, p);
             }
             Ok(watcher::Event::InitDone) => {
-                for p in listed.drain(..) {
-                    apply_pod(&mut st, &sh.settings, p);
-                }
+                st.pods_synced = true;
                 let gone: Vec<Pod> = st
                     .cache
                     .all_pods()
@@ -330,9 +327,13 @@ async fn schedule_loop(sh: Arc<Shared>, token: CancellationToken) -> anyhow::Res
         let next = {
             let mut st = sh.lock();
             let wake_at = st.queue.flush();
-            match st.queue.pop() {
-                Some(q) => Ok(q),
-                None => Err(wake_at),
+            if !st.pods_synced {
+                Err(Some(Instant::now() + Duration::from_millis(50)))
+            } else {
+                match st.queue.pop() {
+                    Some(q) => Ok(q),
+                    None => Err(wake_at),
+                }
             }
         };
         let q = match next {

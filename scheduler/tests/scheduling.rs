@@ -517,3 +517,31 @@ async fn leader_failover_between_two_schedulers() -> Result<()> {
     second.cancel();
     env.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_over_a_lease_whose_holder_stopped_renewing() -> Result<()> {
+    let env = Env::start().await?;
+    env.node("n", "4", json!({})).await?;
+    // A holder that crashed: its Lease says it holds for 2 s and is never renewed.
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-system");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "kube-scheduler"},
+        "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 2, "renewTime": now, "acquireTime": now, "leaseTransitions": 4}
+    }))?;
+    leases.create(&PostParams::default(), &lease).await?;
+    let t0 = std::time::Instant::now();
+    let _s = env.scheduler(&[
+        "--leader-elect-lease-duration=2s",
+        "--leader-elect-renew-deadline=1500ms",
+        "--leader-elect-retry-period=200ms",
+    ])?;
+    env.pod("p", json!({})).await?;
+    env.wait_bound("p").await?;
+    // Not before the ghost's lease ran out, as this candidate observed it.
+    assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    let spec = leases.get("kube-scheduler").await?.spec.unwrap_or_default();
+    assert_ne!(spec.holder_identity.as_deref(), Some("ghost"));
+    assert_eq!(spec.lease_transitions, Some(5));
+    env.stop().await
+}

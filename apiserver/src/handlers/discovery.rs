@@ -24,6 +24,11 @@ pub const RESOURCE_VERBS: [&str; 8] = [
 /// Verbs of `/status` and `/scale`.
 const SUBRESOURCE_VERBS: [&str; 3] = ["get", "patch", "update"];
 
+/// Verbs of exec, attach and portforward (upstream's connect subresources).
+const CONNECT_VERBS: [&str; 2] = ["create", "get"];
+/// Verbs of a proxy subresource.
+const PROXY_VERBS: [&str; 5] = ["create", "delete", "get", "patch", "update"];
+
 /// The group of aggregated discovery documents.
 const DISCOVERY_GROUP: &str = "apidiscovery.k8s.io";
 const DISCOVERY_KIND: &str = "APIGroupDiscoveryList";
@@ -205,6 +210,31 @@ fn sub_info(s: Subresource) -> Option<SubInfo> {
             gvk: Some(("", "v1", "Binding")),
             verbs: &["create"],
         }),
+        Subresource::Log => Some(SubInfo {
+            name: "log",
+            gvk: None,
+            verbs: &["get"],
+        }),
+        Subresource::Exec => Some(SubInfo {
+            name: "exec",
+            gvk: Some(("", "v1", "PodExecOptions")),
+            verbs: &CONNECT_VERBS,
+        }),
+        Subresource::Attach => Some(SubInfo {
+            name: "attach",
+            gvk: Some(("", "v1", "PodAttachOptions")),
+            verbs: &CONNECT_VERBS,
+        }),
+        Subresource::PortForward => Some(SubInfo {
+            name: "portforward",
+            gvk: Some(("", "v1", "PodPortForwardOptions")),
+            verbs: &CONNECT_VERBS,
+        }),
+        Subresource::Proxy => Some(SubInfo {
+            name: "proxy",
+            gvk: Some(("", "v1", "NodeProxyOptions")),
+            verbs: &PROXY_VERBS,
+        }),
         _ => None,
     }
 }
@@ -266,8 +296,8 @@ pub fn api_resource_list(res: &[ResourceInfo], group: &str, version: &str) -> Op
             m.insert("singularName".into(), "".into());
             m.insert("namespaced".into(), r.namespaced.into());
             let kind = match s.gvk {
-                // Upstream names no group/version for a core kind (pods/binding).
-                Some(("", _, k)) => k,
+                // Options kinds of the parent's own group-version carry no group/version.
+                Some((g, v, k)) if g == r.group && v == r.version => k,
                 Some((g, v, k)) => {
                     m.insert("group".into(), g.into());
                     m.insert("version".into(), v.into());

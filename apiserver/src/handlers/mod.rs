@@ -23,6 +23,7 @@ use crate::watch_cache::Filter;
 
 pub mod discovery;
 pub mod openapi;
+pub mod proxy;
 pub mod watch;
 
 /// Largest request body accepted (upstream: 3 MiB).
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub openapi_v2: openapi::OpenApiV2,
     pub url: String,
     pub shutdown: CancellationToken,
+    /// TLS of calls to kubelets (`pods/log`, `pods/exec`, `nodes/proxy`, ...).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiState {
@@ -50,6 +53,7 @@ impl ApiState {
             openapi_v2,
             url,
             shutdown,
+            kubelet_tls: None,
         }
     }
 }
@@ -125,6 +129,9 @@ async fn route(
     let info = request_info::parse(req.method(), &path, &query);
     if !info.is_resource_request {
         return non_resource(state, req, &path).await;
+    }
+    if proxy::is_proxied(&info) {
+        return proxy::serve(state, req, &info).await;
     }
     let q = request_info::parse_query(&query).map_err(Error::BadRequest)?;
     resource(state, req, &info, &q).await
@@ -332,6 +339,12 @@ const SCALE: Expected<'static> = Expected {
     kind: "Scale",
 };
 
+const BINDING: Expected<'static> = Expected {
+    group: "",
+    version: "v1",
+    kind: "Binding",
+};
+
 const DELETE_OPTIONS: Expected<'static> = Expected {
     group: "meta.k8s.io",
     version: "v1",
@@ -486,7 +499,7 @@ async fn resource(
         let ct = content_type(&req);
         let opts = write_options(q)?;
         let body = read_body(req).await?;
-        let obj = decode_object(&ct, &body)?;
+        let obj = decode_object(&ct, &body, BINDING)?;
         crate::registry::binding::create(&store, &url_ns, &info.name, obj, &opts).await?;
         return Ok(json_response(
             StatusCode::CREATED,

@@ -23,6 +23,16 @@ pub enum Subresource {
     Scale,
     /// `pods/binding`: create-only; assigns the pod to a node (see `binding`).
     Binding,
+    /// `pods/log`, streamed from the pod's kubelet.
+    Log,
+    /// `pods/exec`, upgraded and spliced to the pod's kubelet.
+    Exec,
+    /// `pods/attach`, likewise.
+    Attach,
+    /// `pods/portforward`, likewise.
+    PortForward,
+    /// `nodes/proxy`: any request proxied to the node's kubelet.
+    Proxy,
 }
 
 /// Static facts about one resource, enough for routing and discovery.

@@ -31,7 +31,15 @@ const NONE: &[&str] = &[];
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 const NO_SUB: &[Subresource] = &[];
-const POD_SUBS: &[Subresource] = &[Subresource::Status, Subresource::Binding];
+const POD_SUBS: &[Subresource] = &[
+    Subresource::Status,
+    Subresource::Binding,
+    Subresource::Log,
+    Subresource::Exec,
+    Subresource::Attach,
+    Subresource::PortForward,
+];
+const NODE_SUBS: &[Subresource] = &[Subresource::Status, Subresource::Proxy];
 
 /// Where a resource lives and how discovery names it.
 struct Names {
@@ -145,7 +153,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             core("Node", "nodes", &["no"]),
             NONE,
             false,
-            STATUS,
+            NODE_SUBS,
             NodeStrategy,
         ),
         info(

@@ -1,0 +1,188 @@
+//! Shared informers: one watch and one cache per kind for the whole controller-manager,
+//! with any number of subscribers that are told about every change (deletions included).
+//!
+//! kube-runtime's shared reflector does not announce deletions, which a ReplicaSet needs
+//! to replace a deleted pod, so the fan-out is done here: the cache is kube-runtime's
+//! `Store`, the fan-out a bounded broadcast channel. A subscriber that falls more than
+//! [`BUFFER`] changes behind is handed the whole cache again (a resync), so being slow
+//! costs work, never correctness or memory.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Changes a subscriber may lag behind before it is resynced from the cache. Small on
+/// purpose: every buffered change keeps a superseded object alive.
+pub const BUFFER: usize = 256;
+
+/// What the informers of this crate can cache.
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+impl<K> Cached for K where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+/// One kind's cache and change feed.
+pub struct Informer<K: Cached> {
+    store: Store<K>,
+    tx: broadcast::Sender<Arc<K>>,
+}
+
+impl<K: Cached> Clone for Informer<K> {
+    fn clone(&self) -> Self {
+        Informer {
+            store: self.store.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<K: Cached> Informer<K> {
+    /// Starts watching `api` (all namespaces) until `shutdown`.
+    pub fn start(api: Api<K>, shutdown: CancellationToken) -> Self {
+        let (store, mut writer) = reflector::store::<K>();
+        let (tx, _) = broadcast::channel(BUFFER);
+        let feed = tx.clone();
+        let cfg = watcher::Config::default().any_semantic().page_size(500);
+        tokio::spawn(async move {
+            let stream = watcher(api, cfg).default_backoff().modify(|o| {
+                // managedFields are the largest part of most objects and no controller reads them.
+                o.meta_mut().managed_fields = None;
+            });
+            let mut stream = std::pin::pin!(stream);
+            // Objects cached before a relist, to announce the ones that vanished meanwhile.
+            let mut before: Vec<Arc<K>> = Vec::new();
+            let reader = writer.as_reader();
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    e = stream.next() => e,
+                };
+                let Some(event) = event else { break };
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+                        continue;
+                    }
+                };
+                match &event {
+                    watcher::Event::Init => before = reader.state(),
+                    watcher::Event::Delete(o) => {
+                        writer.apply_watcher_event(&event);
+                        let _ = feed.send(Arc::new(o.clone()));
+                        continue;
+                    }
+                    _ => {}
+                }
+                writer.apply_watcher_event(&event);
+                match event {
+                    watcher::Event::Apply(o) => {
+                        let key = ObjectRef::from_obj(&o);
+                        if let Some(cached) = reader.get(&key) {
+                            let _ = feed.send(cached);
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        for old in std::mem::take(&mut before) {
+                            if reader.get(&ObjectRef::from_obj(&*old)).is_none() {
+                                let _ = feed.send(old);
+                            }
+                        }
+                        for o in reader.state() {
+                            let _ = feed.send(o);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Informer { store, tx }
+    }
+
+    /// The cache (may lag the server; never write back what it returns without a resourceVersion).
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Waits until the first list is in the cache.
+    pub async fn wait_ready(&self) {
+        let _ = self.store.wait_until_ready().await;
+    }
+
+    /// Every object that changes from now on (a deleted object arrives in its last state).
+    /// Falling behind yields the whole cache again.
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let rx = self.tx.subscribe();
+        let store = self.store.clone();
+        futures::stream::unfold(
+            (rx, store, Vec::<Arc<K>>::new()),
+            |(mut rx, store, mut backlog)| async move {
+                loop {
+                    if let Some(o) = backlog.pop() {
+                        return Some((o, (rx, store, backlog)));
+                    }
+                    match rx.recv().await {
+                        Ok(o) => return Some((o, (rx, store, backlog))),
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::debug!(kind = %K::kind(&()), missed = n, "subscriber lagged; resyncing");
+                            backlog = store.state();
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )
+    }
+
+    /// Objects in `namespace` from the cache.
+    pub fn list_namespaced(&self, namespace: &str) -> Vec<Arc<K>> {
+        self.store
+            .state_filter(|o| o.namespace().as_deref() == Some(namespace))
+    }
+}
+
+/// The informers of one controller-manager, created on first use and shared by every controller.
+#[derive(Clone)]
+pub struct Informers {
+    client: Client,
+    shutdown: CancellationToken,
+    started: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
+}
+
+impl Informers {
+    /// Informers that watch through `client` until `shutdown`.
+    pub fn new(client: Client, shutdown: CancellationToken) -> Self {
+        Informers {
+            client,
+            shutdown,
+            started: Arc::default(),
+        }
+    }
+
+    /// The informer of kind `K`, started on first call.
+    pub fn get<K: Cached>(&self) -> Informer<K> {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = started
+            .get(&TypeId::of::<K>())
+            .and_then(|b| b.downcast_ref::<Informer<K>>())
+        {
+            return i.clone();
+        }
+        let i = Informer::start(Api::<K>::all(self.client.clone()), self.shutdown.clone());
+        started.insert(TypeId::of::<K>(), Box::new(i.clone()));
+        i
+    }
+}
