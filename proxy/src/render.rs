@@ -352,6 +352,7 @@ pub fn nat_with_stale(rendered: &Rendered, stale: &[String]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -1,6 +1,8 @@
 //! Applies rendered rules for real inside a network namespace this test creates, checks
 //! them with `iptables-save`, re-syncs with fewer services (stale chains go), then cleans up.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Service;
