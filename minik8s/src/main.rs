@@ -33,6 +33,8 @@ enum Command {
     ControllerManager(controllers::Config),
     /// Run only a kubelet (node agent) against an API server (--kubeconfig)
     Kubelet(kubelet::Config),
+    /// Run only the proxy (Service VIPs as iptables rules) against an API server (--kubeconfig)
+    Proxy(proxy::Config),
     /// Print the version
     Version,
 }
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             block_on(component("controller-manager", controllers::run, cfg))
         }
         Command::Kubelet(cfg) => block_on(component("kubelet", kubelet::run, cfg)),
+        Command::Proxy(cfg) => block_on(component("proxy", proxy::run, cfg)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

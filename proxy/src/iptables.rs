@@ -1,0 +1,259 @@
+//! Applying rendered rules with `iptables-restore --noflush`, and removing them again.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::render::{self, Rendered, FILTER_CHAINS, NAT_BASE_CHAINS, NAT_CHAIN_PREFIXES};
+
+/// Errors running iptables.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command could not be started or talked to.
+    #[error("running {cmd}: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command exited unsuccessfully.
+    #[error("{cmd} failed ({status}): {stderr}")]
+    Failed {
+        cmd: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+/// Jumps from built-in chains into the proxy's chains: (table, chain, rule spec, target),
+/// as upstream's kube-proxy installs them.
+const JUMPS: [(&str, &str, &[&str], &str); 6] = [
+    (
+        "filter",
+        "INPUT",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes externally-visible service portals",
+        ],
+        "KUBE-EXTERNAL-SERVICES",
+    ),
+    (
+        "filter",
+        "FORWARD",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+        ],
+        "KUBE-SERVICES",
+    ),
+    (
+        "filter",
+        "OUTPUT",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+        ],
+        "KUBE-SERVICES",
+    ),
+    (
+        "nat",
+        "PREROUTING",
+        &["-m", "comment", "--comment", "kubernetes service portals"],
+        "KUBE-SERVICES",
+    ),
+    (
+        "nat",
+        "OUTPUT",
+        &["-m", "comment", "--comment", "kubernetes service portals"],
+        "KUBE-SERVICES",
+    ),
+    (
+        "nat",
+        "POSTROUTING",
+        &["-m", "comment", "--comment", "kubernetes postrouting rules"],
+        "KUBE-POSTROUTING",
+    ),
+];
+
+/// How to run the iptables tools: optionally behind a wrapper such as
+/// `ip netns exec <name>`.
+#[derive(Debug, Clone, Default)]
+pub struct Iptables {
+    /// Words run before each iptables command.
+    pub prefix: Vec<String>,
+}
+
+impl Iptables {
+    /// iptables inside the network namespace `name` (through `ip netns exec`).
+    pub fn in_netns(name: &str) -> Self {
+        Iptables {
+            prefix: vec!["ip".into(), "netns".into(), "exec".into(), name.into()],
+        }
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> (Command, String) {
+        let mut words: Vec<String> = self.prefix.clone();
+        words.push(program.into());
+        words.extend(args.iter().map(|a| a.to_string()));
+        let mut cmd = Command::new(&words[0]);
+        cmd.args(&words[1..]);
+        cmd.kill_on_drop(true);
+        (cmd, words.join(" "))
+    }
+
+    /// Runs `program args`, feeding `input` on stdin; returns stdout.
+    async fn exec(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> Result<String, Error> {
+        let (mut cmd, desc) = self.command(program, args);
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let spawn = |source| Error::Spawn {
+            cmd: desc.clone(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn)?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes()).await.map_err(spawn)?;
+            drop(stdin);
+        }
+        let out = child.wait_with_output().await.map_err(spawn)?;
+        if !out.status.success() {
+            return Err(Error::Failed {
+                cmd: desc,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `iptables-save -t <table>`.
+    pub async fn save(&self, table: &str) -> Result<String, Error> {
+        self.exec("iptables-save", &["-t", table], None).await
+    }
+
+    /// `iptables-restore --noflush` with `input`.
+    pub async fn restore(&self, input: &str) -> Result<(), Error> {
+        self.exec("iptables-restore", &["-w", "--noflush"], Some(input))
+            .await
+            .map(|_| ())
+    }
+
+    /// Chains of `table` (from `iptables-save`) that the proxy owns.
+    async fn owned_chains(&self, table: &str) -> Result<Vec<String>, Error> {
+        let saved = self.save(table).await?;
+        Ok(saved
+            .lines()
+            .filter_map(|l| l.strip_prefix(':'))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| {
+                if table == "nat" {
+                    NAT_BASE_CHAINS.contains(c)
+                        || NAT_CHAIN_PREFIXES.iter().any(|p| c.starts_with(p))
+                } else {
+                    FILTER_CHAINS.contains(c)
+                }
+            })
+            .map(String::from)
+            .collect())
+    }
+
+    /// Applies `rendered` atomically per table: the proxy's chains are replaced, per-service
+    /// chains no longer rendered are deleted, nothing else is touched. Then makes sure the
+    /// jumps from the built-in chains exist.
+    pub async fn sync(&self, rendered: &Rendered) -> Result<(), Error> {
+        let stale: Vec<String> = self
+            .owned_chains("nat")
+            .await?
+            .into_iter()
+            .filter(|c| {
+                NAT_CHAIN_PREFIXES.iter().any(|p| c.starts_with(p))
+                    && !rendered.nat_chains.contains(c)
+            })
+            .collect();
+        let text = format!(
+            "{}{}",
+            rendered.filter,
+            render::nat_with_stale(rendered, &stale)
+        );
+        self.restore(&text).await?;
+        self.ensure_jumps().await
+    }
+
+    async fn ensure_jumps(&self) -> Result<(), Error> {
+        for (table, chain, spec, target) in JUMPS {
+            let rule = |op: &'static str| {
+                let mut a = vec!["-w", "-t", table, op, chain];
+                a.extend_from_slice(spec);
+                a.extend_from_slice(&["-j", target]);
+                a
+            };
+            if self.exec("iptables", &rule("-C"), None).await.is_err() {
+                self.exec("iptables", &rule("-I"), None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every jump and chain the proxy made (`minik8s proxy --cleanup`).
+    pub async fn cleanup(&self) -> Result<(), Error> {
+        for (table, chain, spec, target) in JUMPS {
+            let rule = |op: &'static str| {
+                let mut a = vec!["-w", "-t", table, op, chain];
+                a.extend_from_slice(spec);
+                a.extend_from_slice(&["-j", target]);
+                a
+            };
+            while self.exec("iptables", &rule("-C"), None).await.is_ok() {
+                self.exec("iptables", &rule("-D"), None).await?;
+            }
+        }
+        let mut text = String::new();
+        for table in ["filter", "nat"] {
+            let chains = self.owned_chains(table).await?;
+            if chains.is_empty() {
+                continue;
+            }
+            text.push_str(&format!("*{table}\n"));
+            for c in &chains {
+                text.push_str(&format!(":{c} - [0:0]\n"));
+            }
+            for c in &chains {
+                text.push_str(&format!("-X {c}\n"));
+            }
+            text.push_str("COMMIT\n");
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.restore(&text).await
+    }
+}
