@@ -186,6 +186,7 @@ where
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    let data_dir = args.api.data_dir();
     let server = apiserver::start(args.api, shutdown.clone()).await?;
     let kubeconfig = match &args.write_kubeconfig {
         Some(path) => {
@@ -220,6 +221,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     if !args.disable_agent {
         let mut cfg: kubelet::Config = default_args()?;
         cfg.client = client.clone();
+        // Everything the server keeps lives under its data dir, the kubelet's volumes too.
+        cfg.root_dir = data_dir.join("kubelet");
         tasks.push(supervise("kubelet", cfg, kubelet::run, components.clone()));
     }
 
