@@ -110,10 +110,10 @@ async fn services_and_slices_reach_iptables() -> Result<()> {
     })
     .await?;
 
-    // The service goes away: so do its chains.
+    // The service goes away: so do its chains (the `kubernetes` Service's stay).
     svcs.delete("web", &DeleteParams::default()).await?;
     wait_for(&ipt, "the service's chains to go", |s| {
-        !s.contains("KUBE-SVC-") && !s.contains("KUBE-SEP-")
+        !s.contains("/web:") && !s.contains("10.244.0.5") && !s.contains("10.244.0.6")
     })
     .await?;
 
