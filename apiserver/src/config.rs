@@ -39,6 +39,34 @@ pub struct Config {
     /// Prefix of every storage key (several clusters may share one etcd)
     #[arg(long, default_value = "/registry")]
     pub etcd_prefix: String,
+
+    /// Let requests without credentials in as system:anonymous (RBAC decides what they may do)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+
+    /// Static bearer tokens: a CSV file of `token,user,uid,"group1,group2"` lines
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+
+    /// `iss` of the service-account tokens this server issues
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    pub service_account_issuer: String,
+
+    /// Audiences a token must carry to authenticate to this server [default: the issuer]
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+
+    /// An EncryptionConfiguration file (apiserver.config.k8s.io/v1) for Secrets at rest
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
+
+    /// Write an audit log (JSON lines, Metadata level) to this file
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+
+    /// Admission plugins to turn off (comma-separated upstream names)
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
 }
 
 impl Config {
@@ -61,6 +89,13 @@ impl Config {
             compaction_interval_seconds: 300,
             compaction_retain_revisions: 1000,
             etcd_prefix: "/registry".into(),
+            anonymous_auth: true,
+            token_auth_file: None,
+            service_account_issuer: crate::auth::serviceaccount::DEFAULT_ISSUER.into(),
+            api_audiences: Vec::new(),
+            encryption_provider_config: None,
+            audit_log_path: None,
+            disable_admission_plugins: Vec::new(),
         }
     }
 }

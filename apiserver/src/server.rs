@@ -70,6 +70,14 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .bootstrap()
         .await
         .context("cannot create the system namespaces")?;
+    crate::auth::policy::bootstrap(&registry)
+        .await
+        .context("cannot create the bootstrap RBAC policy")?;
+    let aggregator = crate::auth::policy::spawn_aggregator(registry.clone(), shutdown.clone());
+    let security = Arc::new(
+        crate::auth::Security::new(&cfg, &data_dir, &registry, &pki.ca_cert_pem)
+            .context("cannot set up authentication")?,
+    );
     let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
     let compactor = storage::spawn_compactor(
         backend.clone(),
@@ -97,14 +105,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
     pki.write_kubeconfig(&kubeconfig, &url)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
 
-    let state = Arc::new(ApiState::new(registry, url.clone(), shutdown.clone()));
+    let state =
+        Arc::new(ApiState::new(registry, url.clone(), shutdown.clone()).with_security(security));
     let acceptor = TlsAcceptor::from(tls);
     let task = tokio::spawn(serve(
         listener,
         acceptor,
         state,
         shutdown.clone(),
-        vec![feeder, finalizer, compactor],
+        vec![feeder, finalizer, compactor, aggregator],
     ));
     tracing::info!(%addr, "API server listening");
     Ok(Server {
@@ -157,9 +166,10 @@ async fn serve(
                 .and_then(|c| c.first())
                 .and_then(|c| pki::user_from_client_cert(c.as_ref()));
             let user = Arc::new(user);
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 let user = user.clone();
+                req.extensions_mut().insert(peer);
                 async move {
                     Ok::<_, std::convert::Infallible>(handlers::handle(state, req, user).await)
                 }

@@ -34,6 +34,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// What every request handler shares.
 pub struct ApiState {
     pub registry: Arc<Registry>,
+    /// Authentication, authorization and audit.
+    pub security: Arc<crate::auth::Security>,
     pub openapi_v3: openapi::OpenApiV3,
     pub url: String,
     pub shutdown: CancellationToken,
@@ -44,10 +46,17 @@ impl ApiState {
         let openapi_v3 = openapi::OpenApiV3::new(&registry.resources);
         ApiState {
             registry,
+            security: Arc::new(crate::auth::Security::certificates_only()),
             openapi_v3,
             url,
             shutdown,
         }
+    }
+
+    /// Installs the configured authentication, authorization and audit.
+    pub fn with_security(mut self, security: Arc<crate::auth::Security>) -> Self {
+        self.security = security;
+        self
     }
 }
 
@@ -94,19 +103,18 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
+    let mut req = req;
+    let audit = crate::auth::audit::Slot::default();
+    req.extensions_mut().insert(audit.clone());
     let resp = match route(&state, req, user.as_ref().as_ref()).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    if let Some(log) = &state.security.audit {
+        log.finish(&audit, resp.status().as_u16());
+    }
     tracing::debug!(verb = %method, %path, code = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
-}
-
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
-        || path.starts_with("/healthz/")
-        || path.starts_with("/livez/")
-        || path.starts_with("/readyz/")
 }
 
 async fn route(
@@ -115,11 +123,12 @@ async fn route(
     user: Option<&UserInfo>,
 ) -> Result<Response<Body>> {
     let path = req.uri().path().to_string();
-    if user.is_none() && !is_public(&path) {
-        return Err(Error::Unauthorized);
-    }
     let query = req.uri().query().unwrap_or("").to_string();
     let info = request_info::parse(req.method(), &path, &query);
+    let req = match crate::auth::filter(state, req, user, &info).await? {
+        crate::auth::Filtered::Pass(req) => req,
+        crate::auth::Filtered::Served(resp) => return Ok(resp),
+    };
     if !info.is_resource_request {
         return non_resource(state, req, &path).await;
     }
@@ -267,7 +276,7 @@ fn content_type(req: &Request<Incoming>) -> String {
 const MAX_DISCARD_BYTES: usize = 64 * 1024 * 1024;
 
 /// Reads a body of at most `MAX_BODY_BYTES`.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
     let mut body = req.into_body();
     let mut buf = bytes::BytesMut::new();
     let mut total = 0usize;
@@ -291,7 +300,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
 const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml";
 
 /// Decodes a JSON or YAML body into an object.
-fn decode_object(ct: &str, body: &[u8]) -> Result<Value> {
+pub(crate) fn decode_object(ct: &str, body: &[u8]) -> Result<Value> {
     let v: Value = match ct {
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             Error::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))
@@ -514,9 +523,21 @@ async fn resource(
             }
             let ct = content_type(&req);
             let opts = write_options(q)?;
+            let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
-            let obj = decode_object(&ct, &body)?;
+            let mut obj = decode_object(&ct, &body)?;
             let warnings = field_validation(&store, q, &obj)?;
+            crate::admission::admit_write(
+                state,
+                &user,
+                &store,
+                None,
+                &ns,
+                None,
+                opts.dry_run,
+                &mut obj,
+            )
+            .await?;
             let b = store.create(&ns, obj, &opts).await?;
             let r = json_response(
                 if opts.dry_run {
@@ -531,12 +552,24 @@ async fn resource(
         "update" => {
             let ct = content_type(&req);
             let opts = write_options(q)?;
+            let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
-            let obj = decode_object(&ct, &body)?;
+            let mut obj = decode_object(&ct, &body)?;
             if sub == Some(Subresource::Scale) {
                 return update_scale(&store, &ns, &name, obj, &opts).await;
             }
             let warnings = field_validation(&store, q, &obj)?;
+            crate::admission::admit_write(
+                state,
+                &user,
+                &store,
+                sub,
+                &ns,
+                Some(&name),
+                opts.dry_run,
+                &mut obj,
+            )
+            .await?;
             let b = store.update(&ns, &name, obj, sub, &opts).await?;
             Ok(with_warnings(json_response(StatusCode::OK, b), &warnings))
         }
