@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod encryption;
 pub mod error;
 pub mod handlers;
 pub mod object;

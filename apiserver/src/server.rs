@@ -31,10 +31,25 @@ pub struct Server {
     pub url: String,
     /// The certificates it serves with.
     pub pki: Arc<Pki>,
+    /// Kubeconfigs (mode 0600) with the scheduler's, controller manager's and proxy's own
+    /// identities; RBAC grants each its upstream role.
+    pub components: crate::auth::identities::ComponentKubeconfigs,
+    data_dir: PathBuf,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
+    /// Writes a kubeconfig for node `node`'s kubelet (`system:node:<node>`, group
+    /// `system:nodes`) and returns its path.
+    pub fn node_kubeconfig(&self, node: &str) -> anyhow::Result<PathBuf> {
+        Ok(crate::auth::identities::write_node(
+            &self.pki,
+            &self.url,
+            &self.data_dir,
+            node,
+        )?)
+    }
+
     /// Waits until the server has shut down.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await?
@@ -57,6 +72,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
     let backend = storage::open(&data_dir, &cfg.datastore_endpoint)
         .await
         .context("cannot open the datastore")?;
+    let backend = crate::encryption::wrap(
+        backend,
+        cfg.encryption_provider_config.as_deref(),
+        &cfg.etcd_prefix,
+    )?;
 
     let resources = crate::registry::table::resources();
     let caches = Caches::new(&resources, &cfg.etcd_prefix);
@@ -104,6 +124,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
     let kubeconfig = data_dir.join("kubeconfig.yaml");
     pki.write_kubeconfig(&kubeconfig, &url)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    let components = crate::auth::identities::write_components(&pki, &url, &data_dir)
+        .context("cannot write the component kubeconfigs")?;
 
     let state =
         Arc::new(ApiState::new(registry, url.clone(), shutdown.clone()).with_security(security));
@@ -121,6 +143,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         kubeconfig,
         url,
         pki,
+        components,
+        data_dir,
         task,
     })
 }

@@ -388,11 +388,12 @@ async fn service_account_tokens() -> Result<()> {
 }
 
 async fn can_i(c: &Client, ns: &str, verb: &str, resource: &str) -> Result<bool> {
+    let (resource, group) = resource.split_once('.').unwrap_or((resource, ""));
     let v = create(
         c,
         "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
         json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": {"namespace": ns, "verb": verb, "resource": resource}}}),
+            "spec": {"resourceAttributes": {"namespace": ns, "verb": verb, "resource": resource, "group": group}}}),
     )
     .await?;
     Ok(v["status"]["allowed"] == true)
@@ -510,9 +511,14 @@ async fn rbac_view_binding_escalation_and_impersonation() -> Result<()> {
     };
     let rb_path = "/apis/rbac.authorization.k8s.io/v1/namespaces/r1/rolebindings";
     wait_for("alice may create role bindings", || async {
-        can_i(&alice, "r1", "create", "rolebindings")
-            .await
-            .unwrap_or(false)
+        can_i(
+            &alice,
+            "r1",
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+        )
+        .await
+        .unwrap_or(false)
     })
     .await?;
     let (code, msg) = api_err(
@@ -720,5 +726,379 @@ async fn admission_plugins() -> Result<()> {
     good["spec"]["containers"][0]["securityContext"] =
         json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
     create(&s.admin, "/api/v1/namespaces/ps1/pods", good).await?;
+    s.stop().await
+}
+
+/// An HTTPS admission webhook served by the test: `/mutate` labels objects, `/validate`
+/// denies objects named `deny-*`, `/slow` answers after 5 s.
+async fn serve_webhook(dir: &Path) -> Result<(u16, String)> {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let pki = apiserver::pki::load_or_create(dir, &[])?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let certs = vec![rustls_pki_types::CertificateDer::from(pem_der(
+        &pki.serving_cert_pem,
+        "CERTIFICATE",
+    ))];
+    let key =
+        rustls_pki_types::PrivateKeyDer::try_from(pem_der(&pki.serving_key_pem, "PRIVATE KEY"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let path = req.uri().path().to_string();
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let uid = review["request"]["uid"].clone();
+                    let name = review["request"]["name"].as_str().unwrap_or("").to_string();
+                    let response = match path.as_str() {
+                        "/mutate" => {
+                            use base64::Engine;
+                            let patch = json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}]);
+                            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                                "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())})
+                        }
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            json!({"uid": uid, "allowed": true})
+                        }
+                        _ if name.starts_with("deny-") => json!({"uid": uid, "allowed": false,
+                            "status": {"code": 403, "reason": "Forbidden", "message": "no thanks"}}),
+                        _ => json!({"uid": uid, "allowed": true}),
+                    };
+                    let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(out.to_string())),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    use base64::Engine;
+    Ok((
+        port,
+        base64::engine::general_purpose::STANDARD.encode(&pki.ca_cert_pem),
+    ))
+}
+
+fn pem_der(pem: &str, label: &str) -> Vec<u8> {
+    use base64::Engine;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin).map(|i| i + begin.len()).unwrap_or(0);
+    let stop = pem.find(&end).unwrap_or(pem.len());
+    let body: String = pem[start..stop].lines().map(str::trim).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_webhooks_mutate_deny_and_fail() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path(), |_| {}).await?;
+    let (port, ca) = serve_webhook(&tmp.path().join("hook")).await?;
+    namespace(&s.admin, "wh", json!({"webhook": "on"})).await?;
+    namespace(&s.admin, "plain", json!({})).await?;
+    let hook = |name: &str, path: &str, policy: &str, timeout: u64| {
+        json!({"name": name, "clientConfig": {"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": ca},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+            "namespaceSelector": {"matchLabels": {"webhook": "on"}},
+            "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": policy, "timeoutSeconds": timeout})
+    };
+    create(
+        &s.admin,
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "m"}, "webhooks": [hook("mutate.test.io", "/mutate", "Fail", 5)]}),
+    )
+    .await?;
+    create(
+        &s.admin,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "v"}, "webhooks": [
+                hook("validate.test.io", "/validate", "Fail", 5),
+                hook("slow.test.io", "/slow", "Ignore", 1),
+            ]}),
+    )
+    .await?;
+    let cm =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    let made = create(&s.admin, "/api/v1/namespaces/wh/configmaps", cm("ok")).await?;
+    assert_eq!(made["metadata"]["labels"]["mutated"], "yes");
+    let (code, msg) = api_err(
+        post(&s.admin, "/api/v1/namespaces/wh/configmaps", cm("deny-me"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403);
+    assert_eq!(
+        msg,
+        "admission webhook \"validate.test.io\" denied the request: no thanks"
+    );
+    // Outside the selected namespaces no webhook runs.
+    let plain = create(
+        &s.admin,
+        "/api/v1/namespaces/plain/configmaps",
+        cm("deny-me"),
+    )
+    .await?;
+    assert!(plain["metadata"]["labels"].is_null());
+    // A slow webhook with failurePolicy Fail times out and fails the request.
+    create(
+        &s.admin,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "w-slow"}, "webhooks": [hook("slowfail.test.io", "/slow", "Fail", 1)]}),
+    )
+    .await?;
+    let (code, msg) = api_err(
+        post(&s.admin, "/api/v1/namespaces/wh/configmaps", cm("late"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 500, "{msg}");
+    assert!(
+        msg.contains("failed calling webhook \"slowfail.test.io\""),
+        "{msg}"
+    );
+    assert!(Api::<ConfigMap>::namespaced(s.admin.clone(), "wh")
+        .get_opt("late")
+        .await?
+        .is_none());
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_encrypted_at_rest_and_audit_log() -> Result<()> {
+    use base64::Engine;
+    let tmp = tempfile::tempdir()?;
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let enc = tmp.path().join("enc.yaml");
+    std::fs::write(
+        &enc,
+        format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: key1\n              secret: {key}\n      - identity: {{}}\n"),
+    )?;
+    let audit = tmp.path().join("audit.log");
+    let (enc2, audit2) = (enc.clone(), audit.clone());
+    let s = TestServer::start(tmp.path(), move |c| {
+        c.encryption_provider_config = Some(enc2);
+        c.audit_log_path = Some(audit2);
+    })
+    .await?;
+    create(
+        &s.admin,
+        "/api/v1/namespaces/default/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"password": "hunter2-plaintext-marker"}}),
+    )
+    .await?;
+    create(
+        &s.admin,
+        "/api/v1/namespaces/default/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"v": "configmap-plaintext-marker"}}),
+    )
+    .await?;
+    let got = Api::<Secret>::namespaced(s.admin.clone(), "default")
+        .get("s")
+        .await?;
+    assert_eq!(
+        got.data.context("data")?["password"].0,
+        b"hunter2-plaintext-marker"
+    );
+    // The database files hold the ConfigMap in clear but the Secret only encrypted.
+    let mut stored = Vec::new();
+    for e in std::fs::read_dir(s.dir.join("db"))? {
+        stored.extend(std::fs::read(e?.path())?);
+    }
+    let has = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"configmap-plaintext-marker"));
+    assert!(has(b"k8s:enc:aesgcm:v1:key1:"));
+    assert!(!has(b"hunter2-plaintext-marker"));
+    assert!(!has(base64::engine::general_purpose::STANDARD
+        .encode("hunter2-plaintext-marker")
+        .as_bytes()));
+
+    // Audit: who did what, allowed or not.
+    let alice = s.token("tok-alice").await?;
+    let _ = Api::<Pod>::namespaced(alice, "default")
+        .list(&ListParams::default())
+        .await;
+    let mut events: Vec<Value> = Vec::new();
+    wait_for("audit events", || {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        events = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let found = events.iter().any(|e| e["user"]["username"] == "alice");
+        async move { found }
+    })
+    .await?;
+    let denied = events
+        .iter()
+        .find(|e| e["user"]["username"] == "alice")
+        .context("alice")?;
+    assert_eq!(denied["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(denied["level"], "Metadata");
+    assert_eq!(denied["stage"], "ResponseComplete");
+    assert_eq!(denied["verb"], "list");
+    assert_eq!(denied["objectRef"]["resource"], "pods");
+    assert_eq!(denied["objectRef"]["namespace"], "default");
+    assert_eq!(denied["responseStatus"]["code"], 403);
+    assert_eq!(
+        denied["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+    assert_eq!(denied["sourceIPs"], json!(["127.0.0.1"]));
+    let created = events
+        .iter()
+        .find(|e| e["verb"] == "create" && e["objectRef"]["resource"] == "secrets")
+        .context("secret create event")?;
+    assert_eq!(created["user"]["username"], "minik8s-admin");
+    assert_eq!(created["responseStatus"]["code"], 201);
+    assert!(created.get("requestObject").is_none());
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_sweep() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path(), |_| {}).await?;
+    namespace(&s.admin, "sweep", json!({})).await?;
+    let raw = |method: &str, path: &str, ct: &str, body: Vec<u8>| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", ct)
+            .body(body)
+    };
+    let long = "a".repeat(300);
+    let cm = |name: &str| {
+        serde_json::to_vec(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}),
+        )
+        .unwrap()
+    };
+    let base = "/api/v1/namespaces/sweep/configmaps";
+    let cases: Vec<(&str, http::Request<Vec<u8>>)> = vec![
+        ("malformed json", raw("POST", base, "application/json", b"{not json".to_vec())?),
+        ("array body", raw("POST", base, "application/json", b"[]".to_vec())?),
+        ("number body", raw("POST", base, "application/json", b"42".to_vec())?),
+        ("bad yaml", raw("POST", base, "application/yaml", b"a: [".to_vec())?),
+        ("unknown media type", raw("POST", base, "text/html", cm("x"))?),
+        ("huge name", raw("POST", base, "application/json", cm(&long))?),
+        ("dot-dot name", raw("POST", base, "application/json", cm(".."))?),
+        ("slash name", raw("POST", base, "application/json", cm("a/b"))?),
+        ("percent name", raw("POST", base, "application/json", cm("a%2Fb"))?),
+        ("unicode name", raw("POST", base, "application/json", cm("ünïcödé"))?),
+        ("empty name", raw("POST", base, "application/json", cm(""))?),
+        ("wrong kind", raw("POST", base, "application/json", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"}}))?)?),
+        ("data not a map", raw("POST", base, "application/json", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}, "data": 5}))?)?),
+        ("dot-dot in path", raw("GET", "/api/v1/namespaces/sweep/configmaps/..", "application/json", Vec::new())?),
+        ("encoded slash in path", raw("GET", "/api/v1/namespaces/sweep/configmaps/a%2Fb", "application/json", Vec::new())?),
+        ("encoded dot-dot in path", raw("PUT", "/api/v1/namespaces/sweep/configmaps/%2E%2E", "application/json", cm(".."))?),
+        ("invalid label selector", raw("GET", "/api/v1/namespaces/sweep/configmaps?labelSelector=a%20in%20(", "application/json", Vec::new())?),
+        ("invalid field selector", raw("GET", "/api/v1/namespaces/sweep/configmaps?fieldSelector=nope%3D1", "application/json", Vec::new())?),
+        ("bad limit", raw("GET", "/api/v1/namespaces/sweep/configmaps?limit=abc", "application/json", Vec::new())?),
+        ("bad resourceVersion", raw("GET", "/api/v1/namespaces/sweep/configmaps?resourceVersion=-5&resourceVersionMatch=Exact", "application/json", Vec::new())?),
+        ("negative cpu", raw("POST", "/api/v1/namespaces/sweep/pods", "application/json", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "neg"},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": {"cpu": "-1"}}}]}}))?)?),
+        ("negative replicas", raw("POST", "/apis/apps/v1/namespaces/sweep/deployments", "application/json", serde_json::to_vec(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "neg"},
+            "spec": {"replicas": -3, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))?)?),
+        ("huge label", raw("POST", base, "application/json", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "l", "labels": {"k": long}}}))?)?),
+        ("null bytes", raw("POST", base, "application/json", b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"n\\u0000\"}}".to_vec())?),
+    ];
+    for (what, req) in cases {
+        let code = match s.admin.request_text(req).await {
+            Ok(_) => 200,
+            Err(e) => api_err(e).0,
+        };
+        assert!((400..500).contains(&code), "{what}: got {code}");
+    }
+    // Nothing was written, and the server still answers.
+    assert!(Api::<ConfigMap>::namespaced(s.admin.clone(), "sweep")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .all(|c| c.metadata.name.as_deref() == Some("kube-root-ca.crt")));
+    assert!(Api::<Pod>::namespaced(s.admin.clone(), "sweep")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .is_empty());
+    assert_eq!(get_text(&s.admin, "/readyz").await?, "ok");
+    s.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_identities() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path(), |_| {}).await?;
+    let server = s.server.as_ref().context("server")?;
+    let node_kc = server.node_kubeconfig("node-1")?;
+    let comps = server.components.clone();
+    for p in [
+        &comps.scheduler,
+        &comps.controller_manager,
+        &comps.proxy,
+        &node_kc,
+    ] {
+        assert_eq!(
+            std::fs::metadata(p)?.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            p.display()
+        );
+    }
+    assert!(server.node_kubeconfig("../x").is_err());
+    let open = |p: PathBuf| async move {
+        let kc = kube::config::Kubeconfig::read_from(&p)?;
+        let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        anyhow::Ok(Client::try_from(conf)?)
+    };
+    let sched = open(comps.scheduler.clone()).await?;
+    assert_eq!(whoami(&sched).await?["username"], "system:kube-scheduler");
+    assert!(can_i(&sched, "", "list", "nodes").await?);
+    assert!(can_i(&sched, "default", "create", "pods/binding").await?);
+    assert!(!can_i(&sched, "default", "list", "secrets").await?);
+    let kubelet = open(node_kc).await?;
+    let me = whoami(&kubelet).await?;
+    assert_eq!(me["username"], "system:node:node-1");
+    assert_eq!(
+        me["groups"],
+        json!(["system:nodes", "system:authenticated"])
+    );
+    assert!(can_i(&kubelet, "default", "update", "pods/status").await?);
+    assert!(!can_i(&kubelet, "default", "delete", "services").await?);
+    let cm = open(comps.controller_manager.clone()).await?;
+    assert_eq!(
+        whoami(&cm).await?["username"],
+        "system:kube-controller-manager"
+    );
+    assert!(can_i(&cm, "default", "watch", "deployments.apps").await?);
     s.stop().await
 }

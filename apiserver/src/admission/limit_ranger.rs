@@ -144,21 +144,18 @@ fn check(item: &Value, res: &Value, kind: &str, errs: &mut Vec<String>) {
                 continue;
             };
             let shown = v.as_str().map(str::to_string).unwrap_or(v.to_string());
-            match get_q(res, "requests", r) {
-                None => errs.push(format!(
+            // Upstream reports the first failed bound of a resource only.
+            match (get_q(res, "requests", r), get_q(res, "limits", r)) {
+                (None, _) => errs.push(format!(
                     "minimum {r} usage per {kind} is {shown}.  No request is specified"
                 )),
-                Some((q, s)) if q < minq => errs.push(format!(
+                (Some((q, s)), _) if q < minq => errs.push(format!(
                     "minimum {r} usage per {kind} is {shown}, but request is {s}"
                 )),
+                (_, Some((q, s))) if q < minq => errs.push(format!(
+                    "minimum {r} usage per {kind} is {shown}, but limit is {s}"
+                )),
                 _ => {}
-            }
-            if let Some((q, s)) = get_q(res, "limits", r) {
-                if q < minq {
-                    errs.push(format!(
-                        "minimum {r} usage per {kind} is {shown}, but limit is {s}"
-                    ));
-                }
             }
         }
     }
@@ -168,21 +165,17 @@ fn check(item: &Value, res: &Value, kind: &str, errs: &mut Vec<String>) {
                 continue;
             };
             let shown = v.as_str().map(str::to_string).unwrap_or(v.to_string());
-            match get_q(res, "limits", r) {
-                None => errs.push(format!(
+            match (get_q(res, "limits", r), get_q(res, "requests", r)) {
+                (None, _) => errs.push(format!(
                     "maximum {r} usage per {kind} is {shown}.  No limit is specified"
                 )),
-                Some((q, s)) if q > maxq => errs.push(format!(
+                (Some((q, s)), _) if q > maxq => errs.push(format!(
                     "maximum {r} usage per {kind} is {shown}, but limit is {s}"
                 )),
+                (_, Some((q, s))) if q > maxq => errs.push(format!(
+                    "maximum {r} usage per {kind} is {shown}, but request is {s}"
+                )),
                 _ => {}
-            }
-            if let Some((q, s)) = get_q(res, "requests", r) {
-                if q > maxq {
-                    errs.push(format!(
-                        "maximum {r} usage per {kind} is {shown}, but request is {s}"
-                    ));
-                }
             }
         }
     }

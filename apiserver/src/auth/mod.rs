@@ -18,6 +18,7 @@ use crate::request_info::RequestInfo;
 
 pub mod audit;
 pub mod escalation;
+pub mod identities;
 pub mod jwt;
 pub mod policy;
 pub mod rbac;
