@@ -27,7 +27,10 @@ pub struct ConfigError {
 }
 
 enum Provider {
-    AesGcm { name: String, key: LessSafeKey },
+    AesGcm {
+        name: String,
+        key: Box<LessSafeKey>,
+    },
     Identity,
 }
 
@@ -113,7 +116,7 @@ fn parse(text: &str, root: &str) -> std::result::Result<Vec<Rule>, String> {
                 let key = UnboundKey::new(alg, &secret).map_err(|e| e.to_string())?;
                 providers.push(Arc::new(Provider::AesGcm {
                     name: name.to_string(),
-                    key: LessSafeKey::new(key),
+                    key: Box::new(LessSafeKey::new(key)),
                 }));
             }
         }

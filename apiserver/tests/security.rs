@@ -1,5 +1,6 @@
 //! Security end to end over real sockets: each authenticator, RBAC with escalation
 //! prevention, the review APIs, impersonation, and admission plugins.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

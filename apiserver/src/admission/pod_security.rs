@@ -440,6 +440,7 @@ pub async fn validate(state: &ApiState, a: &Attributes<'_>, pod: &Value) -> Resu
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 

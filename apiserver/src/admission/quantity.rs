@@ -80,6 +80,7 @@ pub fn is_bytes(resource: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

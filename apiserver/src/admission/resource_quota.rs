@@ -220,6 +220,7 @@ pub async fn admit(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 

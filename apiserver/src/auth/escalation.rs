@@ -189,6 +189,7 @@ pub fn check(state: &ApiState, a: &Admission<'_>, obj: &Value) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -241,6 +241,7 @@ pub fn spawn_aggregator(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
