@@ -27,10 +27,7 @@ pub struct ConfigError {
 }
 
 enum Provider {
-    AesGcm {
-        name: String,
-        key: Box<LessSafeKey>,
-    },
+    AesGcm { name: String, key: Box<LessSafeKey> },
     Identity,
 }
 
