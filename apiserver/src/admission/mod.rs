@@ -158,6 +158,11 @@ pub async fn admit_write(
         Some(crate::registry::Subresource::Status) => "status",
         Some(crate::registry::Subresource::Scale) => "scale",
         Some(crate::registry::Subresource::Binding) => "binding",
+        Some(crate::registry::Subresource::Log) => "log",
+        Some(crate::registry::Subresource::Exec) => "exec",
+        Some(crate::registry::Subresource::Attach) => "attach",
+        Some(crate::registry::Subresource::PortForward) => "portforward",
+        Some(crate::registry::Subresource::Proxy) => "proxy",
     };
     let old = match name {
         Some(n) => match store.get_value(namespace, n).await {
