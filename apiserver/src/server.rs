@@ -154,8 +154,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
     let components = crate::auth::identities::write_components(&pki, &url, &data_dir)
         .context("cannot write the component kubeconfigs")?;
 
-    let mut state =
-        ApiState::new(registry, url.clone(), shutdown.clone()).with_security(security);
+    let mut state = ApiState::new(registry, url.clone(), shutdown.clone()).with_security(security);
     state.kubelet_tls = Some(
         pki.kubelet_client_config()
             .context("cannot build the kubelet client TLS configuration")?,
