@@ -596,8 +596,9 @@ expect 0 "czNjcjN0 Opaque" k get secret creds -n $NS -o 'jsonpath={.data.passwor
 sent_protobuf POST "deployment.apps/web created" k create deployment web -n $NS --image=nginx --replicas=2 --port=80
 expect 0 "2 nginx 80 web RollingUpdate 25% 10 Always ClusterFirst" \
     k get deploy web -n $NS -o 'jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.selector.matchLabels.app} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.revisionHistoryLimit} {.spec.template.spec.restartPolicy} {.spec.template.spec.dnsPolicy}'
+# UP-TO-DATE is 2 once the deployment controller has created the ReplicaSet (it may be quick).
 expect_re 0 '^NAME +READY +UP-TO-DATE +AVAILABLE +AGE
-web +0/2 +0 +0 +[0-9]+[smhd]$' k get deploy web -n $NS
+web +0/2 +[02] +0 +[0-9]+[smhd]$' k get deploy web -n $NS
 expect 0 "service/web created" k create service clusterip web -n $NS --tcp=5678:8080
 expect 0 "ClusterIP 5678 8080 TCP 5678-8080 web" \
     k get svc web -n $NS -o 'jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.ports[0].protocol} {.spec.ports[0].name} {.spec.selector.app}'
