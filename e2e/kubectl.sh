@@ -596,8 +596,9 @@ expect 0 "czNjcjN0 Opaque" k get secret creds -n $NS -o 'jsonpath={.data.passwor
 sent_protobuf POST "deployment.apps/web created" k create deployment web -n $NS --image=nginx --replicas=2 --port=80
 expect 0 "2 nginx 80 web RollingUpdate 25% 10 Always ClusterFirst" \
     k get deploy web -n $NS -o 'jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.selector.matchLabels.app} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.revisionHistoryLimit} {.spec.template.spec.restartPolicy} {.spec.template.spec.dnsPolicy}'
+# UP-TO-DATE is 2 once the deployment controller has created the ReplicaSet (it may be quick).
 expect_re 0 '^NAME +READY +UP-TO-DATE +AVAILABLE +AGE
-web +0/2 +0 +0 +[0-9]+[smhd]$' k get deploy web -n $NS
+web +0/2 +[02] +0 +[0-9]+[smhd]$' k get deploy web -n $NS
 expect 0 "service/web created" k create service clusterip web -n $NS --tcp=5678:8080
 expect 0 "ClusterIP 5678 8080 TCP 5678-8080 web" \
     k get svc web -n $NS -o 'jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.ports[0].protocol} {.spec.ports[0].name} {.spec.selector.app}'
@@ -866,6 +867,49 @@ expect_re 0 'deployment "web" successfully rolled out$' k rollout status deploym
 expect 0 "3/3" k get deployment web -n $NS -o 'jsonpath={.status.readyReplicas}/{.status.replicas}'
 kill "$READY_PID" 2>/dev/null || true
 wait "$READY_PID" 2>/dev/null || true
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+NS=e2e-rbac
+scenario "rbac, service-account tokens and anonymous requests"
+
+new_ns $NS
+cat >"$TMP/rbac.yaml" <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader, namespace: $NS}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: reader-token
+  namespace: $NS
+  annotations: {kubernetes.io/service-account.name: reader}
+type: kubernetes.io/service-account-token
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader-view, namespace: $NS}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{kind: ServiceAccount, name: reader, namespace: $NS}]
+EOF
+expect 0 "serviceaccount/reader created
+secret/reader-token created
+rolebinding.rbac.authorization.k8s.io/reader-view created" kcreate -f "$TMP/rbac.yaml"
+SA_TOKEN=$(k get secret reader-token -n $NS -o jsonpath='{.data.token}' | base64 -d)
+kt() { "$KUBECTL" --server "https://127.0.0.1:$PORT" --certificate-authority "$TMP/ca.crt" --token "$SA_TOKEN" --request-timeout="$REQUEST_TIMEOUT" "$@"; }
+wait_for 10 kt get pods -n $NS || true
+expect 0 "No resources found in $NS namespace." kt get pods -n $NS
+expect 1 "Error from server (Forbidden): secrets is forbidden: User \"system:serviceaccount:$NS:reader\" cannot list resource \"secrets\" in API group \"\" in the namespace \"$NS\"" kt get secrets -n $NS
+expect 1 "Error from server (Forbidden): pods is forbidden: User \"system:serviceaccount:$NS:reader\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"" kt get pods -n default
+expect 0 "ok" curl -fsS --max-time 5 --cacert "$TMP/ca.crt" "https://127.0.0.1:$PORT/healthz"
+expect 0 "403" curl -sS --max-time 5 -o /dev/null -w '%{http_code}' --cacert "$TMP/ca.crt" "https://127.0.0.1:$PORT/api/v1/namespaces/default/pods"
+expect 0 "401" curl -sS --max-time 5 -o /dev/null -w '%{http_code}' --cacert "$TMP/ca.crt" -H "Authorization: Bearer not-a-token" "https://127.0.0.1:$PORT/version"
+expect 0 "yes" kt auth can-i list pods -n $NS
+expect 1 "no" kt auth can-i delete pods -n $NS
+expect_re 0 "Username +system:serviceaccount:$NS:reader" kt auth whoami
+k delete secret reader-token -n $NS >/dev/null
+expect 1 "error: You must be logged in to the server (Unauthorized)" kt get pods -n $NS
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------

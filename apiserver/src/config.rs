@@ -53,6 +53,34 @@ pub struct Config {
     /// this host's primary address when binding to 0.0.0.0]
     #[arg(long)]
     pub advertise_address: Option<IpAddr>,
+
+    /// Let requests without credentials in as system:anonymous (RBAC decides what they may do)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+
+    /// Static bearer tokens: a CSV file of `token,user,uid,"group1,group2"` lines
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+
+    /// `iss` of the service-account tokens this server issues
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    pub service_account_issuer: String,
+
+    /// Audiences a token must carry to authenticate to this server [default: the issuer]
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+
+    /// An EncryptionConfiguration file (apiserver.config.k8s.io/v1) for Secrets at rest
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
+
+    /// Write an audit log (JSON lines, Metadata level) to this file
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+
+    /// Admission plugins to turn off (comma-separated upstream names)
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
 }
 
 impl Config {
@@ -78,6 +106,13 @@ impl Config {
             service_cluster_ip_range: "10.96.0.0/12".into(),
             service_node_port_range: "30000-32767".into(),
             advertise_address: None,
+            anonymous_auth: true,
+            token_auth_file: None,
+            service_account_issuer: crate::auth::serviceaccount::DEFAULT_ISSUER.into(),
+            api_audiences: Vec::new(),
+            encryption_provider_config: None,
+            audit_log_path: None,
+            disable_admission_plugins: Vec::new(),
         }
     }
 }

@@ -66,6 +66,13 @@ pub enum Error {
     /// 503.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// A status another party chose (an admission webhook's denial).
+    #[error("{message}")]
+    Status {
+        code: u16,
+        reason: String,
+        message: String,
+    },
 }
 
 /// API result.
@@ -90,6 +97,9 @@ impl Error {
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Status { code, .. } => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -113,6 +123,7 @@ impl Error {
             Error::TooManyRequests(_) => "TooManyRequests",
             Error::Internal(_) => "InternalError",
             Error::ServiceUnavailable(_) => "ServiceUnavailable",
+            Error::Status { .. } => "",
         }
     }
 
@@ -143,7 +154,9 @@ impl Error {
                 name,
                 message,
             } => {
-                if name.is_empty() {
+                if resource.is_empty() {
+                    format!("forbidden: {message}")
+                } else if name.is_empty() {
                     format!("{resource} is forbidden: {message}")
                 } else {
                     format!("{resource} \"{name}\" is forbidden: {message}")
@@ -162,6 +175,9 @@ impl Error {
             | Error::AlreadyExists { resource, name }
             | Error::Conflict { resource, name, .. }
             | Error::Forbidden { resource, name, .. } => {
+                if resource.is_empty() && name.is_empty() {
+                    return self.status_with(details);
+                }
                 if !name.is_empty() {
                     details.insert("name".into(), json!(name));
                 }
@@ -192,6 +208,10 @@ impl Error {
             }
             _ => {}
         }
+        self.status_with(details)
+    }
+
+    fn status_with(&self, details: serde_json::Map<String, Value>) -> Value {
         let mut status = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -203,6 +223,14 @@ impl Error {
         });
         if !details.is_empty() {
             status["details"] = Value::Object(details);
+        }
+        if let Error::Status { reason, .. } = self {
+            match status.as_object_mut() {
+                Some(o) if reason.is_empty() => {
+                    o.remove("reason");
+                }
+                _ => status["reason"] = json!(reason),
+            }
         }
         if matches!(self, Error::BadRequest(_)) {
             if let Some(o) = status.as_object_mut() {

@@ -1,7 +1,10 @@
 //! minik8s API server: Kubernetes REST and watch semantics over TLS, on an embedded SQLite
 //! store or etcd. See `../shared/ARCHITECTURE.md` for the request path.
 
+pub mod admission;
+pub mod auth;
 pub mod config;
+pub mod encryption;
 pub mod error;
 pub mod handlers;
 pub mod object;

@@ -32,10 +32,25 @@ pub struct Server {
     pub url: String,
     /// The certificates it serves with.
     pub pki: Arc<Pki>,
+    /// Kubeconfigs (mode 0600) with the scheduler's, controller manager's and proxy's own
+    /// identities; RBAC grants each its upstream role.
+    pub components: crate::auth::identities::ComponentKubeconfigs,
+    data_dir: PathBuf,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
+    /// Writes a kubeconfig for node `node`'s kubelet (`system:node:<node>`, group
+    /// `system:nodes`) and returns its path.
+    pub fn node_kubeconfig(&self, node: &str) -> anyhow::Result<PathBuf> {
+        Ok(crate::auth::identities::write_node(
+            &self.pki,
+            &self.url,
+            &self.data_dir,
+            node,
+        )?)
+    }
+
     /// Waits until the server has shut down.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await?
@@ -58,6 +73,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
     let backend = storage::open(&data_dir, &cfg.datastore_endpoint)
         .await
         .context("cannot open the datastore")?;
+    let backend = crate::encryption::wrap(
+        backend,
+        cfg.encryption_provider_config.as_deref(),
+        &cfg.etcd_prefix,
+    )?;
 
     let resources = crate::registry::table::resources();
     let caches = Caches::new(&resources, &cfg.etcd_prefix);
@@ -86,6 +106,14 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .bootstrap()
         .await
         .context("cannot create the system namespaces")?;
+    crate::auth::policy::bootstrap(&registry)
+        .await
+        .context("cannot create the bootstrap RBAC policy")?;
+    let aggregator = crate::auth::policy::spawn_aggregator(registry.clone(), shutdown.clone());
+    let security = Arc::new(
+        crate::auth::Security::new(&cfg, &data_dir, &registry, &pki.ca_cert_pem)
+            .context("cannot set up authentication")?,
+    );
     let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
     let compactor = storage::spawn_compactor(
         backend.clone(),
@@ -123,8 +151,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
     let kubeconfig = data_dir.join("kubeconfig.yaml");
     pki.write_kubeconfig(&kubeconfig, &url)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    let components = crate::auth::identities::write_components(&pki, &url, &data_dir)
+        .context("cannot write the component kubeconfigs")?;
 
-    let mut state = ApiState::new(registry, url.clone(), shutdown.clone());
+    let mut state = ApiState::new(registry, url.clone(), shutdown.clone()).with_security(security);
     state.kubelet_tls = Some(
         pki.kubelet_client_config()
             .context("cannot build the kubelet client TLS configuration")?,
@@ -136,7 +166,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         acceptor,
         state,
         shutdown.clone(),
-        vec![feeder, finalizer, compactor],
+        vec![feeder, finalizer, compactor, aggregator],
     ));
     tracing::info!(%addr, "API server listening");
     Ok(Server {
@@ -144,6 +174,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         kubeconfig,
         url,
         pki,
+        components,
+        data_dir,
         task,
     })
 }
@@ -200,9 +232,10 @@ async fn serve(
                 .and_then(|c| c.first())
                 .and_then(|c| pki::user_from_client_cert(c.as_ref()));
             let user = Arc::new(user);
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 let user = user.clone();
+                req.extensions_mut().insert(peer);
                 async move {
                     Ok::<_, std::convert::Infallible>(handlers::handle(state, req, user).await)
                 }

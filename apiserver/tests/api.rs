@@ -607,7 +607,7 @@ async fn raw_http_errors(s: &TestServer) -> Result<()> {
         msg.ends_with("strict decoding error: unknown field \"datta\""),
         "{msg}"
     );
-    // No credentials: 401 over plain reqwest-less TLS is covered by the e2e script;
+    // Requests without credentials are covered by anonymous_requests_are_forbidden_by_rbac;
     // here: /version answers v1.33.
     let v = s.client.apiserver_version().await?;
     assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "33"));
@@ -726,7 +726,7 @@ async fn continue_token_after_compaction_is_expired() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unauthenticated_requests_get_401() -> Result<()> {
+async fn anonymous_requests_are_forbidden_by_rbac() -> Result<()> {
     let s = TestServer::start().await?;
     // A client that trusts the CA but presents no certificate.
     let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig)?;
@@ -734,13 +734,14 @@ async fn unauthenticated_requests_get_401() -> Result<()> {
     conf.auth_info = Default::default();
     let anon = Client::try_from(conf)?;
     let cms: Api<ConfigMap> = Api::namespaced(anon.clone(), "default");
+    // No credentials: system:anonymous, which RBAC grants only the public info paths.
     let (code, reason, _) = api_err(
         cms.list(&ListParams::default())
             .await
             .err()
             .context("anonymous list")?,
     );
-    assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
     anon.apiserver_version().await?;
     s.stop().await
 }

@@ -58,6 +58,7 @@ pub struct PodWorker {
     messages: HashMap<String, String>,
     volumes: Option<HashMap<String, volumes::Prepared>>,
     volumes_synced: Option<tokio::time::Instant>,
+    tokens: volumes::TokenCache,
     last_status: Option<Value>,
     next_wake: Option<tokio::time::Instant>,
     start_time: Option<String>,
@@ -156,6 +157,7 @@ impl PodWorker {
             messages: HashMap::new(),
             volumes: None,
             volumes_synced: None,
+            tokens: volumes::TokenCache::default(),
             last_status: None,
             next_wake: None,
             start_time: None,
@@ -357,6 +359,7 @@ impl PodWorker {
             pod_ip,
             host_ip: &self.settings.host_ip,
             allocatable: self.settings.allocatable,
+            tokens: &self.tokens,
         };
         match volumes::prepare(&ctx).await {
             Ok(v) => {

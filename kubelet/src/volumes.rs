@@ -1,17 +1,22 @@
 //! Pod volumes on the node: directories under `<root-dir>/pods/<uid>/volumes/` bind-mounted
 //! into containers, config map, secret, downward API and projected contents written
 //! atomically (`..data` symlink swap, as upstream's atomic writer), emptyDir medium Memory
-//! as a tmpfs Docker volume shared by the pod's containers.
+//! as a tmpfs Docker volume shared by the pod's containers. Projected service-account tokens
+//! are bound tokens the kubelet requests for the pod (TokenRequest) and renews before 80%
+//! of their lifetime, as upstream's token manager.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use bollard::models::{Mount, MountType};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
-    PersistentVolumeClaim, Pod, Secret, Volume,
+    PersistentVolumeClaim, Pod, Secret, ServiceAccount, ServiceAccountTokenProjection, Volume,
 };
+use kube::api::PostParams;
 use kube::Api;
+use parking_lot::Mutex;
 
 use crate::docker::Docker;
 use crate::env;
@@ -38,6 +43,32 @@ fn tmpfs_volume_name(uid: &str, vol: &str) -> String {
 
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
 
+/// Lifetime of a projected token whose source gives none (the API's default).
+const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+/// A token is renewed a day after issue at the latest, however long it lives.
+const MAX_TOKEN_AGE_SECONDS: i64 = 24 * 60 * 60;
+
+/// The bound service-account tokens of one pod's projected volumes, kept between syncs
+/// so a token is requested again only when it is due for renewal.
+#[derive(Default)]
+pub struct TokenCache(Mutex<HashMap<String, CachedToken>>);
+
+#[derive(Clone)]
+struct CachedToken {
+    token: String,
+    /// Unix seconds after which the token is requested again.
+    refresh_at: i64,
+    /// Unix seconds after which the token is no longer valid.
+    expires_at: i64,
+}
+
+/// When a token issued at `issued` and valid until `expires` (unix seconds) is renewed:
+/// once 80% of its lifetime has passed, and no later than a day after issue.
+pub fn token_refresh_at(issued: i64, expires: i64) -> i64 {
+    let lifetime = (expires - issued).max(0);
+    (issued + lifetime * 8 / 10).min(issued + MAX_TOKEN_AGE_SECONDS)
+}
+
 /// What setting up volumes reads: the API for config maps, secrets and claims.
 pub struct VolumeContext<'a> {
     pub client: &'a kube::Client,
@@ -47,6 +78,7 @@ pub struct VolumeContext<'a> {
     pub pod_ip: &'a str,
     pub host_ip: &'a str,
     pub allocatable: Allocatable,
+    pub tokens: &'a TokenCache,
 }
 
 impl VolumeContext<'_> {
@@ -151,6 +183,85 @@ async fn secret_files(
         "references non-existent secret key",
         optional,
     )
+}
+
+/// The token of a projected `serviceAccountToken` source: the cached one until it is due
+/// for renewal, else a new TokenRequest for the pod's service account, bound to the pod,
+/// with the source's audience (none: the API server's) and lifetime. A failed renewal keeps
+/// serving the cached token while it is still valid.
+async fn service_account_token(
+    ctx: &VolumeContext<'_>,
+    volume: &str,
+    src: &ServiceAccountTokenProjection,
+) -> Result<Vec<u8>, String> {
+    let audience = src.audience.clone().filter(|a| !a.is_empty());
+    let expiration = src
+        .expiration_seconds
+        .unwrap_or(DEFAULT_TOKEN_EXPIRATION_SECONDS);
+    let key = format!(
+        "{volume}/{}|{}|{expiration}",
+        src.path,
+        audience.as_deref().unwrap_or_default()
+    );
+    let now = chrono::Utc::now().timestamp();
+    let cached = ctx.tokens.0.lock().get(&key).cloned();
+    if let Some(t) = &cached {
+        if now < t.refresh_at {
+            return Ok(t.token.clone().into_bytes());
+        }
+    }
+    let sa = ctx
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audience.into_iter().collect(),
+            expiration_seconds: Some(expiration),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: ctx.pod.metadata.name.clone(),
+                uid: ctx.pod.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ctx.ns());
+    let issued = api
+        .create_token_request(&sa, &PostParams::default(), &request)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|tr| {
+            tr.status
+                .filter(|s| !s.token.is_empty())
+                .ok_or_else(|| "the TokenRequest returned no token".to_string())
+        });
+    let status = match issued {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(t) = cached.filter(|t| now < t.expires_at) {
+                tracing::warn!(volume, service_account = %sa, error = %e, "renewing the service account token failed; the current one is still valid");
+                return Ok(t.token.into_bytes());
+            }
+            return Err(format!("failed to fetch token: {e}"));
+        }
+    };
+    let expires_at = status.expiration_timestamp.0.as_second();
+    let refresh_at = token_refresh_at(now, expires_at);
+    tracing::debug!(volume, service_account = %sa, expires_at, refresh_at, "requested a service account token");
+    ctx.tokens.0.lock().insert(
+        key,
+        CachedToken {
+            token: status.token.clone(),
+            refresh_at,
+            expires_at,
+        },
+    );
+    Ok(status.token.into_bytes())
 }
 
 fn downward_files(
@@ -490,10 +601,9 @@ pub async fn prepare(ctx: &VolumeContext<'_>) -> Result<HashMap<String, Prepared
                         mode,
                     )?);
                 }
-                if src.service_account_token.is_some() {
-                    return Err(
-                        "projected serviceAccountToken volumes are not supported yet".into(),
-                    );
+                if let Some(t) = &src.service_account_token {
+                    let token = service_account_token(ctx, &v.name, t).await?;
+                    files.insert(t.path.clone(), (token, mode));
                 }
             }
             let d = dir("projected");
@@ -608,6 +718,21 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), (v.as_bytes().to_vec(), 0o644)))
             .collect()
+    }
+
+    #[test]
+    fn tokens_are_renewed_at_80_percent_of_their_lifetime_or_after_a_day() {
+        assert_eq!(token_refresh_at(1000, 1000 + 3600), 1000 + 2880);
+        assert_eq!(token_refresh_at(0, 600), 480);
+        assert_eq!(
+            token_refresh_at(0, 10 * MAX_TOKEN_AGE_SECONDS),
+            MAX_TOKEN_AGE_SECONDS
+        );
+        assert_eq!(
+            token_refresh_at(50, 40),
+            50,
+            "an expired token is renewed now"
+        );
     }
 
     #[test]

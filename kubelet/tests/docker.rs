@@ -876,3 +876,107 @@ async fn sidecar_runs_beside_the_app_and_post_start_runs() {
     }
     c.cleanup().await;
 }
+
+/// The status of a TokenReview of `token` for `audiences`.
+async fn review(
+    reviews: &Api<k8s_openapi::api::authentication::v1::TokenReview>,
+    token: &str,
+    audiences: &[&str],
+) -> Value {
+    let r = serde_json::from_value(json!({"spec": {"token": token, "audiences": audiences}}))
+        .expect("review");
+    let r = reviews
+        .create(&PostParams::default(), &r)
+        .await
+        .expect("token review");
+    serde_json::to_value(r.status).expect("status")
+}
+
+/// The API server's ServiceAccount admission gives every pod the projected
+/// `kube-api-access-*` volume; the kubelet fills it with a token bound to the pod (which
+/// authenticates as the pod's service account), the cluster CA and the namespace, and a
+/// projected source's own audience and lifetime are requested as given. The token is not
+/// requested again on every sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_service_account_tokens_are_bound_to_the_pod() {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    let c = Cluster::start("sat").await;
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    c.create_pod(
+        "p",
+        json!({
+            "volumes": [{"name": "vault", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "t", "audience": "vault", "expirationSeconds": 600}},
+            ]}}],
+            "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", format!("test -s {sa}/token && test -s {sa}/ca.crt && test -s /vault/t && sleep 3600")],
+                "volumeMounts": [{"name": "vault", "mountPath": "/vault"}]}],
+        }),
+    )
+    .await;
+    let pod = c
+        .wait_pod("p", LONG, "pod running", |p| {
+            container_status(p, "c")["state"]["running"].is_object()
+        })
+        .await;
+    let uid = pod["metadata"]["uid"].as_str().expect("uid");
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .find(|n| n.starts_with("kube-api-access-"))
+        .expect("admission added the token volume")
+        .to_string();
+    let projected = c
+        .root
+        .join("pods")
+        .join(uid)
+        .join("volumes/kubernetes.io~projected");
+    let dir = projected.join(&volume);
+    let read = |p: PathBuf| std::fs::read_to_string(&p).expect("volume file");
+    assert_eq!(read(dir.join("namespace")), c.ns);
+    assert!(read(dir.join("ca.crt")).starts_with("-----BEGIN CERTIFICATE-----"));
+    let token = read(dir.join("token"));
+    let vault = read(projected.join("vault/t"));
+
+    let reviews: Api<TokenReview> = Api::all(c.client.clone());
+    let st = review(&reviews, &token, &[]).await;
+    assert_eq!(st["authenticated"], true, "{st:#}");
+    assert_eq!(
+        st["user"]["username"],
+        format!("system:serviceaccount:{}:default", c.ns)
+    );
+    assert_eq!(
+        st["user"]["extra"]["authentication.kubernetes.io/pod-name"],
+        json!(["p"]),
+        "the token is bound to the pod: {st:#}"
+    );
+    assert_eq!(
+        st["user"]["extra"]["authentication.kubernetes.io/pod-uid"],
+        json!([uid])
+    );
+    let st = review(&reviews, &vault, &["vault"]).await;
+    assert_eq!(st["authenticated"], true, "{st:#}");
+    assert_eq!(st["audiences"], json!(["vault"]));
+    let st = review(&reviews, &vault, &[]).await;
+    assert_eq!(
+        st["authenticated"], false,
+        "the vault token is not for the API server: {st:#}"
+    );
+
+    // Several syncs (every 2 s here) later the tokens are the same: they are renewed only
+    // at 80% of their lifetime.
+    let data = std::fs::read_link(dir.join("..data")).expect("..data");
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        assert_eq!(
+            std::fs::read_link(dir.join("..data")).expect("..data"),
+            data
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(read(dir.join("token")), token);
+    assert_eq!(read(projected.join("vault/t")), vault);
+    c.cleanup().await;
+}

@@ -35,6 +35,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// What every request handler shares.
 pub struct ApiState {
     pub registry: Arc<Registry>,
+    /// Authentication, authorization and audit.
+    pub security: Arc<crate::auth::Security>,
     pub openapi_v3: openapi::OpenApiV3,
     pub openapi_v2: openapi::OpenApiV2,
     pub url: String,
@@ -49,12 +51,19 @@ impl ApiState {
         let openapi_v2 = openapi::OpenApiV2::new(&registry.resources);
         ApiState {
             registry,
+            security: Arc::new(crate::auth::Security::certificates_only()),
             openapi_v3,
             openapi_v2,
             url,
             shutdown,
             kubelet_tls: None,
         }
+    }
+
+    /// Installs the configured authentication, authorization and audit.
+    pub fn with_security(mut self, security: Arc<crate::auth::Security>) -> Self {
+        self.security = security;
+        self
     }
 }
 
@@ -101,19 +110,18 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
+    let mut req = req;
+    let audit = crate::auth::audit::Slot::default();
+    req.extensions_mut().insert(audit.clone());
     let resp = match route(&state, req, user.as_ref().as_ref()).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    if let Some(log) = &state.security.audit {
+        log.finish(&audit, resp.status().as_u16());
+    }
     tracing::debug!(verb = %method, %path, code = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
-}
-
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
-        || path.starts_with("/healthz/")
-        || path.starts_with("/livez/")
-        || path.starts_with("/readyz/")
 }
 
 async fn route(
@@ -122,11 +130,12 @@ async fn route(
     user: Option<&UserInfo>,
 ) -> Result<Response<Body>> {
     let path = req.uri().path().to_string();
-    if user.is_none() && !is_public(&path) {
-        return Err(Error::Unauthorized);
-    }
     let query = req.uri().query().unwrap_or("").to_string();
     let info = request_info::parse(req.method(), &path, &query);
+    let req = match crate::auth::filter(state, req, user, &info).await? {
+        crate::auth::Filtered::Pass(req) => req,
+        crate::auth::Filtered::Served(resp) => return Ok(resp),
+    };
     if !info.is_resource_request {
         return non_resource(state, req, &path).await;
     }
@@ -289,7 +298,7 @@ fn content_type(req: &Request<Incoming>) -> String {
 const MAX_DISCARD_BYTES: usize = 64 * 1024 * 1024;
 
 /// Reads a body of at most `MAX_BODY_BYTES`.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes> {
     let mut body = req.into_body();
     let mut buf = bytes::BytesMut::new();
     let mut total = 0usize;
@@ -314,10 +323,10 @@ const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format -
 
 /// The group, version and kind a request body is decoded as.
 #[derive(Clone, Copy)]
-struct Expected<'a> {
-    group: &'a str,
-    version: &'a str,
-    kind: &'a str,
+pub(crate) struct Expected<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) kind: &'a str,
 }
 
 impl<'a> Expected<'a> {
@@ -352,7 +361,7 @@ const DELETE_OPTIONS: Expected<'static> = Expected {
 };
 
 /// Decodes a JSON, YAML or protobuf body into an object.
-fn decode_object(ct: &str, body: &[u8], expected: Expected<'_>) -> Result<Value> {
+pub(crate) fn decode_object(ct: &str, body: &[u8], expected: Expected<'_>) -> Result<Value> {
     let v: Value = match ct {
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             Error::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))
@@ -605,9 +614,21 @@ async fn resource(
             }
             let ct = content_type(&req);
             let opts = write_options(q)?;
+            let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
-            let obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
+            let mut obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
             let warnings = field_validation(&store, q, &obj)?;
+            crate::admission::admit_write(
+                state,
+                &user,
+                &store,
+                None,
+                &ns,
+                None,
+                opts.dry_run,
+                &mut obj,
+            )
+            .await?;
             let b = store.create(&ns, obj, &opts).await?;
             let r = json_response(
                 if opts.dry_run {
@@ -622,12 +643,24 @@ async fn resource(
         "update" => {
             let ct = content_type(&req);
             let opts = write_options(q)?;
+            let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
-            let obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
+            let mut obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
             if sub == Some(Subresource::Scale) {
                 return update_scale(&store, &ns, &name, obj, &opts).await;
             }
             let warnings = field_validation(&store, q, &obj)?;
+            crate::admission::admit_write(
+                state,
+                &user,
+                &store,
+                sub,
+                &ns,
+                Some(&name),
+                opts.dry_run,
+                &mut obj,
+            )
+            .await?;
             let b = store.update(&ns, &name, obj, sub, &opts).await?;
             Ok(with_warnings(json_response(StatusCode::OK, b), &warnings))
         }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, networking::v1 as networking,
-    policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
+    autoscaling::v2 as autoscaling, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 
 use super::strategies::apps::{
@@ -433,6 +434,33 @@ pub fn resources() -> Vec<ResourceInfo> {
             NO_SUB,
             Basic::<scheduling::PriorityClass>::cluster().with_defaults(st::default_priority_class),
         ),
+        // admissionregistration.k8s.io/v1
+        info(
+            grp(
+                "admissionregistration.k8s.io",
+                "v1",
+                "MutatingWebhookConfiguration",
+                "mutatingwebhookconfigurations",
+                &[],
+            ),
+            NONE,
+            false,
+            NO_SUB,
+            Basic::<admissionregistration::MutatingWebhookConfiguration>::cluster(),
+        ),
+        info(
+            grp(
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingWebhookConfiguration",
+                "validatingwebhookconfigurations",
+                &[],
+            ),
+            NONE,
+            false,
+            NO_SUB,
+            Basic::<admissionregistration::ValidatingWebhookConfiguration>::cluster(),
+        ),
     ]
 }
 
@@ -465,6 +493,6 @@ mod tests {
             find("apps", "deployments").map(|r| r.short_names),
             Some(&["deploy"][..])
         );
-        assert_eq!(rs.len(), 35);
+        assert_eq!(rs.len(), 37);
     }
 }

@@ -221,6 +221,7 @@ fn validate_container(
             v => check_enum(&mut errs, format!("{pp}.protocol"), v, PROTOCOLS),
         }
     }
+    errs.extend(validate_resources(c, path));
     for (i, e) in c.env.iter().flatten().enumerate() {
         if e.name.is_empty() {
             errs.push(FieldError::required(format!("{path}.env[{i}].name"), ""));
@@ -249,6 +250,46 @@ fn validate_container(
         c.termination_message_policy.as_deref(),
         TERMINATION_MESSAGE_POLICIES,
     );
+    errs
+}
+
+/// Upstream `ValidateResourceRequirements`: quantities parse, are not negative, and a
+/// request is not above its limit.
+fn validate_resources(c: &Container, path: &str) -> FieldErrors {
+    use crate::admission::quantity::parse_milli;
+    let mut errs = FieldErrors::new();
+    let Some(r) = &c.resources else {
+        return errs;
+    };
+    for (field, list) in [("limits", &r.limits), ("requests", &r.requests)] {
+        for (k, q) in list.iter().flatten() {
+            let fp = format!("{path}.resources.{field}[{k}]");
+            match parse_milli(&q.0) {
+                None => errs.push(FieldError::invalid(fp, &q.0, "must be a valid quantity")),
+                Some(v) if v < 0 => errs.push(FieldError::invalid(
+                    fp,
+                    &q.0,
+                    "must be greater than or equal to 0",
+                )),
+                _ => {}
+            }
+        }
+    }
+    for (k, req) in r.requests.iter().flatten() {
+        let lim = r.limits.as_ref().and_then(|l| l.get(k));
+        if let (Some(rq), Some(lq)) = (parse_milli(&req.0), lim.and_then(|l| parse_milli(&l.0))) {
+            if rq > lq && lq >= 0 {
+                errs.push(FieldError::invalid(
+                    format!("{path}.resources.requests"),
+                    &req.0,
+                    format!(
+                        "must be less than or equal to {k} limit of {}",
+                        lim.map(|l| l.0.as_str()).unwrap_or("")
+                    ),
+                ));
+            }
+        }
+    }
     errs
 }
 

@@ -1,0 +1,190 @@
+//! Admission: the plugins that run on a create or update after authorization and before
+//! storage, mutating ones first, then validating ones, as upstream's default plugin order:
+//! ServiceAccount, LimitRanger (defaults), PodSecurity, mutating webhooks, LimitRanger
+//! (limits), RBAC escalation checks, ResourceQuota, validating webhooks.
+//! NamespaceLifecycle lives in the store; DefaultTolerationSeconds in the pod strategy.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::auth::User;
+use crate::error::{Error, Result};
+use crate::handlers::ApiState;
+use crate::registry::store::ListParams;
+use crate::registry::ResourceInfo;
+use crate::watch_cache::Filter;
+
+pub mod limit_ranger;
+pub mod pod_security;
+pub mod quantity;
+pub mod resource_quota;
+pub mod service_account;
+pub mod webhook;
+
+/// What a write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+        }
+    }
+}
+
+/// One admission request (upstream `admission.Attributes`).
+pub struct Attributes<'a> {
+    pub user: &'a User,
+    pub resource: &'a ResourceInfo,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub operation: Operation,
+    pub old: Option<&'a Value>,
+    pub dry_run: bool,
+}
+
+impl Attributes<'_> {
+    /// `pods "x" is forbidden: <message>` for this object.
+    pub fn forbidden(&self, obj: &Value, message: String) -> Error {
+        Error::Forbidden {
+            resource: self.resource.qualified_resource(),
+            name: crate::object::meta_str(obj, "name").to_string(),
+            message,
+        }
+    }
+
+    pub fn is(&self, group: &str, plural: &str) -> bool {
+        self.resource.group == group && self.resource.plural == plural
+    }
+}
+
+/// The store of a resource, whatever version serves it.
+pub fn store_of(
+    state: &ApiState,
+    group: &str,
+    plural: &str,
+) -> Option<Arc<crate::registry::store::Store>> {
+    let r = state
+        .registry
+        .resources
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)?;
+    state.registry.store(group, r.version, plural).cloned()
+}
+
+/// The objects of a resource in a namespace, from the watch cache once it has caught up
+/// with the store (so a write acknowledged before this request is seen).
+pub async fn cached(state: &ApiState, group: &str, plural: &str, ns: &str) -> Result<Vec<Value>> {
+    let Some(store) = store_of(state, group, plural) else {
+        return Ok(Vec::new());
+    };
+    store.wait_fresh().await?;
+    let p = ListParams {
+        filter: Filter {
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (items, _, _) = store.cache.list(&p.filter, "", 0);
+    Ok(items
+        .iter()
+        .filter_map(|o| serde_json::from_slice(&o.bytes).ok())
+        .collect())
+}
+
+/// Runs the admission chain on `obj` (which it may change). The object has had the
+/// strategy's defaults applied.
+pub async fn admit(state: &Arc<ApiState>, a: &Attributes<'_>, obj: &mut Value) -> Result<()> {
+    let enabled = |name: &str| state.security.admission_enabled(name);
+    let pod = a.is("", "pods") && a.subresource.is_empty();
+    // Mutating.
+    if enabled("ServiceAccount") {
+        if pod && a.operation == Operation::Create {
+            service_account::admit_pod(state, a, obj).await?;
+        }
+        if a.is("", "secrets") && a.operation == Operation::Create {
+            service_account::fill_token_secret(state, a, obj).await?;
+        }
+    }
+    if enabled("LimitRanger") && pod && a.operation == Operation::Create {
+        limit_ranger::default_pod(state, a, obj).await?;
+    }
+    if enabled("MutatingAdmissionWebhook") {
+        webhook::call(state, a, obj, true).await?;
+    }
+    // Validating.
+    if enabled("PodSecurity") && pod {
+        pod_security::validate(state, a, obj).await?;
+    }
+    if enabled("LimitRanger") && pod && a.operation == Operation::Create {
+        limit_ranger::validate_pod(state, a, obj).await?;
+    }
+    if a.resource.group == crate::auth::rbac::GROUP {
+        crate::auth::escalation::check(state, a, obj)?;
+    }
+    if enabled("ResourceQuota") && a.operation == Operation::Create && a.subresource.is_empty() {
+        resource_quota::admit(state, a, obj).await?;
+    }
+    if enabled("ValidatingAdmissionWebhook") {
+        webhook::call(state, a, obj, false).await?;
+    }
+    Ok(())
+}
+
+/// Admission of a create (`name` = None) or update arriving through the handlers: applies
+/// the strategy's defaults, reads the old object of an update, then runs [`admit`].
+#[allow(clippy::too_many_arguments)]
+pub async fn admit_write(
+    state: &Arc<ApiState>,
+    user: &User,
+    store: &crate::registry::store::Store,
+    subresource: Option<crate::registry::Subresource>,
+    namespace: &str,
+    name: Option<&str>,
+    dry_run: bool,
+    obj: &mut Value,
+) -> Result<()> {
+    let resource = &store.info;
+    resource.strategy.default(obj);
+    let sub = match subresource {
+        None => "",
+        Some(crate::registry::Subresource::Status) => "status",
+        Some(crate::registry::Subresource::Scale) => "scale",
+        Some(crate::registry::Subresource::Binding) => "binding",
+        Some(crate::registry::Subresource::Log) => "log",
+        Some(crate::registry::Subresource::Exec) => "exec",
+        Some(crate::registry::Subresource::Attach) => "attach",
+        Some(crate::registry::Subresource::PortForward) => "portforward",
+        Some(crate::registry::Subresource::Proxy) => "proxy",
+    };
+    let old = match name {
+        Some(n) => match store.get_value(namespace, n).await {
+            Ok(v) => Some(v),
+            // An update that creates (or fails later with NotFound) is admitted as a create.
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let a = Attributes {
+        user,
+        resource,
+        subresource: sub,
+        namespace,
+        operation: if old.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        },
+        old: old.as_ref(),
+        dry_run,
+    };
+    admit(state, &a, obj).await
+}

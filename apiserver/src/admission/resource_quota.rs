@@ -1,0 +1,247 @@
+//! ResourceQuota: a create that would take a namespace's usage over a quota's `hard` limits
+//! is refused with upstream's message; usage is counted from the store at admission time.
+//! Quotas with scopes are not enforced.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::quantity;
+use super::{cached, Attributes};
+use crate::error::Result;
+use crate::handlers::ApiState;
+
+/// The compute resources a pod uses, in milli-units (upstream: max of the sum over
+/// containers and the largest init container).
+fn pod_compute(pod: &Value) -> BTreeMap<String, i128> {
+    let mut out = BTreeMap::new();
+    for (field, prefix) in [("requests", "requests."), ("limits", "limits.")] {
+        let sum_of = |key: &str| -> BTreeMap<String, i128> {
+            let mut m: BTreeMap<String, i128> = BTreeMap::new();
+            for c in pod
+                .pointer(&format!("/spec/{key}"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for (r, q) in c
+                    .pointer(&format!("/resources/{field}"))
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    let q = quantity::of(q).unwrap_or(0);
+                    let e = m.entry(r.clone()).or_default();
+                    if key == "containers" {
+                        *e += q;
+                    } else {
+                        *e = (*e).max(q);
+                    }
+                }
+            }
+            m
+        };
+        let sums = sum_of("containers");
+        let inits = sum_of("initContainers");
+        let mut all: BTreeMap<String, i128> = sums.clone();
+        for (r, q) in inits {
+            let e = all.entry(r).or_default();
+            *e = (*e).max(q);
+        }
+        for (r, q) in all {
+            out.insert(format!("{prefix}{r}"), q);
+            if field == "requests" {
+                out.insert(r, q);
+            }
+        }
+    }
+    out
+}
+
+fn terminal(pod: &Value) -> bool {
+    matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// The quota resource names counting one object of this resource.
+fn count_keys(group: &str, plural: &str) -> Vec<String> {
+    let mut keys = vec![if group.is_empty() {
+        format!("count/{plural}")
+    } else {
+        format!("count/{plural}.{group}")
+    }];
+    if group.is_empty()
+        && matches!(
+            plural,
+            "pods"
+                | "services"
+                | "configmaps"
+                | "secrets"
+                | "persistentvolumeclaims"
+                | "replicationcontrollers"
+                | "resourcequotas"
+        )
+    {
+        keys.push(plural.to_string());
+    }
+    keys
+}
+
+fn usage_of(group: &str, plural: &str, obj: &Value) -> BTreeMap<String, i128> {
+    let mut u = BTreeMap::new();
+    if group.is_empty() && plural == "pods" && terminal(obj) {
+        return u;
+    }
+    for k in count_keys(group, plural) {
+        u.insert(k, 1000);
+    }
+    if group.is_empty() && plural == "pods" {
+        u.extend(pod_compute(obj));
+    }
+    u
+}
+
+fn show(resource: &str, milli: i128) -> String {
+    quantity::format(milli, quantity::is_bytes(resource))
+}
+
+fn pretty(m: &BTreeMap<String, i128>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={}", show(k, *v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Refuses a create that exceeds a quota of its namespace.
+pub async fn admit(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<()> {
+    if a.namespace.is_empty() || !a.resource.namespaced {
+        return Ok(());
+    }
+    let quotas = cached(state, "", "resourcequotas", a.namespace).await?;
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let (group, plural) = (a.resource.group, a.resource.plural);
+    let requested = usage_of(group, plural, obj);
+    if requested.is_empty() {
+        return Ok(());
+    }
+    let mut used: Option<BTreeMap<String, i128>> = None;
+    let existing = cached(state, group, plural, a.namespace).await?;
+    for q in &quotas {
+        if q.pointer("/spec/scopes")
+            .and_then(Value::as_array)
+            .is_some_and(|s| !s.is_empty())
+            || q.pointer("/spec/scopeSelector")
+                .is_some_and(|s| !s.is_null())
+        {
+            continue;
+        }
+        let name = crate::object::meta_str(q, "name");
+        let hard: BTreeMap<String, i128> = q
+            .pointer("/spec/hard")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| quantity::of(v).map(|q| (k.clone(), q)))
+            .collect();
+        // Compute resources a quota limits must be given by every container.
+        if group.is_empty() && plural == "pods" {
+            let mut missing = Vec::new();
+            for k in hard.keys() {
+                let (field, r) = match k.split_once('.') {
+                    Some(("requests", r)) => ("requests", r),
+                    Some(("limits", r)) => ("limits", r),
+                    None if k == "cpu" || k == "memory" => ("requests", k.as_str()),
+                    _ => continue,
+                };
+                if !matches!(r, "cpu" | "memory" | "ephemeral-storage") {
+                    continue;
+                }
+                let all_set = ["containers", "initContainers"].iter().all(|ck| {
+                    obj.pointer(&format!("/spec/{ck}"))
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .all(|c| c.pointer(&format!("/resources/{field}/{r}")).is_some())
+                });
+                if !all_set {
+                    missing.push(k.clone());
+                }
+            }
+            if !missing.is_empty() {
+                return Err(a.forbidden(
+                    obj,
+                    format!("failed quota: {name}: must specify {}", missing.join(",")),
+                ));
+            }
+        }
+        let relevant: Vec<&String> = hard.keys().filter(|k| requested.contains_key(*k)).collect();
+        if relevant.is_empty() {
+            continue;
+        }
+        let used = used.get_or_insert_with(|| {
+            let mut total: BTreeMap<String, i128> = BTreeMap::new();
+            for o in &existing {
+                for (k, v) in usage_of(group, plural, o) {
+                    *total.entry(k).or_default() += v;
+                }
+            }
+            total
+        });
+        let mut req_x = BTreeMap::new();
+        let mut used_x = BTreeMap::new();
+        let mut hard_x = BTreeMap::new();
+        for k in relevant {
+            let r = requested[k];
+            let u = used.get(k).copied().unwrap_or(0);
+            if u + r > hard[k] {
+                req_x.insert(k.clone(), r);
+                used_x.insert(k.clone(), u);
+                hard_x.insert(k.clone(), hard[k]);
+            }
+        }
+        if !req_x.is_empty() {
+            return Err(a.forbidden(
+                obj,
+                format!(
+                    "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
+                    pretty(&req_x),
+                    pretty(&used_x),
+                    pretty(&hard_x)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pod_usage_sums_containers_and_takes_max_init() {
+        let pod = json!({"spec": {
+            "containers": [
+                {"resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1"}}},
+                {"resources": {"requests": {"cpu": "200m"}}},
+            ],
+            "initContainers": [{"resources": {"requests": {"cpu": "500m"}}}],
+        }});
+        let u = usage_of("", "pods", &pod);
+        assert_eq!(u["pods"], 1000);
+        assert_eq!(u["requests.cpu"], 500);
+        assert_eq!(u["cpu"], 500);
+        assert_eq!(u["limits.cpu"], 1000);
+        assert_eq!(show("requests.memory", u["requests.memory"]), "64Mi");
+        assert_eq!(
+            pretty(&u.into_iter().filter(|(k, _)| k == "pods").collect()),
+            "pods=1"
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! The bootstrap RBAC policy (cluster roles and bindings created at start when missing) and
+//! the ClusterRole aggregation loop (upstream's clusterrole-aggregation controller).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::rbac::{PolicyRule, GROUP};
+use crate::error::{Error, Result};
+use crate::registry::store::WriteOptions;
+use crate::registry::stores::Registry;
+use crate::selector::LabelSelector;
+
+const POLICY: &str = include_str!("bootstrap_policy.txt");
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|p| {
+            if p == "\"\"" {
+                String::new()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect()
+}
+
+fn bootstrap_meta(name: &str, labels: Map<String, Value>) -> Value {
+    let mut labels = labels;
+    labels.insert("kubernetes.io/bootstrapping".into(), json!("rbac-defaults"));
+    json!({
+        "name": name,
+        "labels": labels,
+        "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+    })
+}
+
+/// The bootstrap ClusterRoles and ClusterRoleBindings as objects.
+pub fn objects() -> (Vec<Value>, Vec<Value>) {
+    let mut roles: Vec<Value> = Vec::new();
+    let mut bindings = Vec::new();
+    for line in POLICY.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        match words.as_slice() {
+            ["clusterrole", name, rest @ ..] => {
+                let mut labels = Map::new();
+                let mut selectors = Vec::new();
+                for w in rest {
+                    let (agg, kv) = match w.strip_prefix("aggregate:") {
+                        Some(kv) => (true, kv),
+                        None => (false, *w),
+                    };
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    if agg {
+                        selectors.push(json!({"matchLabels": {k: v}}));
+                    } else {
+                        labels.insert(k.to_string(), json!(v));
+                    }
+                }
+                let mut role = json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "metadata": bootstrap_meta(name, labels),
+                    "rules": [],
+                });
+                if !selectors.is_empty() {
+                    role["aggregationRule"] = json!({"clusterRoleSelectors": selectors});
+                }
+                roles.push(role);
+            }
+            ["url", verbs, urls] => {
+                let rule = PolicyRule {
+                    verbs: list(verbs),
+                    non_resource_urls: list(urls),
+                    ..Default::default()
+                };
+                push_rule(&mut roles, rule);
+            }
+            [verbs, groups, resources, names @ ..] if !line.starts_with("binding") => {
+                let rule = PolicyRule {
+                    verbs: list(verbs),
+                    api_groups: list(groups),
+                    resources: list(resources),
+                    resource_names: names.first().map(|n| list(n)).unwrap_or_default(),
+                    ..Default::default()
+                };
+                push_rule(&mut roles, rule);
+            }
+            ["binding", name, role, subjects @ ..] => {
+                let subjects: Vec<Value> = subjects
+                    .iter()
+                    .filter_map(|s| s.split_once(':'))
+                    .map(|(kind, n)| match kind {
+                        "ServiceAccount" => {
+                            let (ns, n) = n.split_once('/').unwrap_or(("default", n));
+                            json!({"kind": kind, "name": n, "namespace": ns})
+                        }
+                        _ => json!({"kind": kind, "apiGroup": GROUP, "name": n}),
+                    })
+                    .collect();
+                bindings.push(json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": bootstrap_meta(name, Map::new()),
+                    "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+                    "subjects": subjects,
+                }));
+            }
+            _ => {}
+        }
+    }
+    (roles, bindings)
+}
+
+fn push_rule(roles: &mut [Value], rule: PolicyRule) {
+    if let Some(rules) = roles
+        .last_mut()
+        .and_then(|r| r.get_mut("rules"))
+        .and_then(Value::as_array_mut)
+    {
+        rules.push(serde_json::to_value(rule).unwrap_or(Value::Null));
+    }
+}
+
+/// Creates the bootstrap roles and bindings that do not exist yet.
+pub async fn bootstrap(registry: &Registry) -> Result<()> {
+    let (roles, bindings) = objects();
+    for (plural, objs) in [("clusterroles", roles), ("clusterrolebindings", bindings)] {
+        let Some(store) = registry.store(GROUP, "v1", plural) else {
+            continue;
+        };
+        for o in objs {
+            match store.create("", o, &WriteOptions::default()).await {
+                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rules an aggregated ClusterRole should hold: the union, in order and without
+/// duplicates, of the rules of every ClusterRole its selectors match.
+pub fn aggregate(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
+    let selectors = role
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)?;
+    let name = crate::object::meta_str(role, "name");
+    let selectors: Vec<LabelSelector> = selectors
+        .iter()
+        .filter_map(|s| LabelSelector::from_label_selector_json(s).ok())
+        .collect();
+    let mut others: Vec<&Value> = all
+        .iter()
+        .filter(|o| crate::object::meta_str(o, "name") != name)
+        .collect();
+    others.sort_by_key(|o| crate::object::meta_str(o, "name").to_string());
+    let mut rules: Vec<Value> = Vec::new();
+    for o in others {
+        let empty = Map::new();
+        let labels = o
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        if !selectors
+            .iter()
+            .any(|s| !s.is_nothing() && s.matches(labels))
+        {
+            continue;
+        }
+        for r in o
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !rules.contains(r) {
+                rules.push(r.clone());
+            }
+        }
+    }
+    Some(rules)
+}
+
+/// Keeps the rules of aggregated ClusterRoles up to date (every 500 ms, from the cache).
+pub fn spawn_aggregator(
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(store) = registry.store(GROUP, "v1", "clusterroles").cloned() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut seen = -1;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let rev = store.cache.revision();
+            if rev == seen {
+                continue;
+            }
+            seen = rev;
+            let (items, _, _) = store.cache.list(&Default::default(), "", 0);
+            let all: Vec<Value> = items
+                .iter()
+                .filter_map(|o| serde_json::from_slice(&o.bytes).ok())
+                .collect();
+            for role in &all {
+                let Some(rules) = aggregate(role, &all) else {
+                    continue;
+                };
+                let current = role.get("rules").cloned().unwrap_or(json!([]));
+                if current == json!(rules) || (current.is_null() && rules.is_empty()) {
+                    continue;
+                }
+                let name = crate::object::meta_str(role, "name").to_string();
+                let rules = json!(rules);
+                let r = store
+                    .guaranteed_update("", &name, None, &WriteOptions::default(), |old| {
+                        let mut new = old.clone();
+                        new["rules"] = rules.clone();
+                        Ok(new)
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(role = %name, error = %e, "aggregating cluster role");
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn policy_parses_into_upstream_roles() {
+        let (roles, bindings) = objects();
+        let names: Vec<&str> = roles
+            .iter()
+            .map(|r| crate::object::meta_str(r, "name"))
+            .collect();
+        for want in [
+            "cluster-admin",
+            "admin",
+            "edit",
+            "view",
+            "system:basic-user",
+            "system:discovery",
+            "system:public-info-viewer",
+            "system:node",
+            "system:node-proxier",
+            "system:kube-scheduler",
+            "system:kube-controller-manager",
+            "system:auth-delegator",
+        ] {
+            assert!(names.contains(&want), "{want} missing");
+        }
+        let ca = &roles[0];
+        assert_eq!(ca["rules"][1]["nonResourceURLs"], json!(["*"]));
+        let sched = roles
+            .iter()
+            .find(|r| crate::object::meta_str(r, "name") == "system:kube-scheduler")
+            .unwrap();
+        assert_eq!(
+            sched["rules"][2],
+            json!({"verbs": ["get", "update"], "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kube-scheduler"]})
+        );
+        assert_eq!(sched["rules"][0]["apiGroups"], json!(["", "events.k8s.io"]));
+        let piv = bindings
+            .iter()
+            .find(|b| crate::object::meta_str(b, "name") == "system:public-info-viewer")
+            .unwrap();
+        assert_eq!(piv["subjects"][1]["name"], "system:unauthenticated");
+        // view aggregates into edit, edit into admin.
+        let view_rules = aggregate(
+            roles
+                .iter()
+                .find(|r| r["metadata"]["name"] == "view")
+                .unwrap(),
+            &roles,
+        )
+        .unwrap();
+        assert!(!view_rules.is_empty());
+        let admin = roles
+            .iter()
+            .find(|r| r["metadata"]["name"] == "admin")
+            .unwrap();
+        assert!(admin["aggregationRule"].is_object());
+    }
+}
