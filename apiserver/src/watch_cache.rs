@@ -127,6 +127,9 @@ pub struct WatchCache {
     prefix: String,
     inner: RwLock<Inner>,
     tx: broadcast::Sender<Broadcast>,
+    /// Highest revision this API server wrote to this resource: a reader that must see
+    /// this server's own writes waits for the cache to reach it (no store round trip).
+    local_write: std::sync::atomic::AtomicI64,
 }
 
 /// Where a new watch starts.
@@ -164,7 +167,19 @@ impl WatchCache {
                 revision: 0,
             }),
             tx,
+            local_write: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// Records a write this server made to this resource at `rev`.
+    pub fn note_local_write(&self, rev: i64) {
+        self.local_write
+            .fetch_max(rev, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The highest revision this server wrote to this resource (0: none yet).
+    pub fn last_local_write(&self) -> i64 {
+        self.local_write.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Storage key prefix of this resource.

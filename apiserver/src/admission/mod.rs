@@ -78,13 +78,14 @@ pub fn store_of(
     state.registry.store(group, r.version, plural).cloned()
 }
 
-/// The objects of a resource in a namespace, from the watch cache once it has caught up
-/// with the store (so a write acknowledged before this request is seen).
+/// The objects of a resource in a namespace, from the watch cache once it shows every write
+/// this server made to that resource (so a write acknowledged before this request is seen;
+/// writes through other API servers arrive as their watch events do, like upstream's listers).
 pub async fn cached(state: &ApiState, group: &str, plural: &str, ns: &str) -> Result<Vec<Value>> {
     let Some(store) = store_of(state, group, plural) else {
         return Ok(Vec::new());
     };
-    store.wait_fresh().await?;
+    store.wait_own_writes().await?;
     let p = ListParams {
         filter: Filter {
             namespace: Some(ns.to_string()),

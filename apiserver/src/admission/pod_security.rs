@@ -401,7 +401,7 @@ pub async fn validate(state: &ApiState, a: &Attributes<'_>, pod: &Value) -> Resu
     let Some(ns_store) = store_of(state, "", "namespaces") else {
         return Ok(());
     };
-    ns_store.wait_fresh().await?;
+    ns_store.wait_own_writes().await?;
     let Some(ns) = ns_store.cache.get(&ns_store.cache.key("", a.namespace)) else {
         return Ok(());
     };

@@ -36,7 +36,7 @@ const FUTURE_RV_WAIT: Duration = Duration::from_secs(3);
 /// out at once; under a steady stream, what arrives within the interval shares one write
 /// (one TLS record, one wakeup of the connection), which is what keeps 1,000 watchers of a
 /// busy resource from costing a write per watcher per event.
-const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Appends one watch event line: `{"type":"..","object":..}\n`.
 fn put_frame(b: &mut BytesMut, kind: &str, obj: &[u8]) {
@@ -203,24 +203,33 @@ pub async fn serve(
         tokio::pin!(deadline);
         let mut last_flush: Option<tokio::time::Instant> = None;
         loop {
+            // Right after a write, wait out the interval before looking at the queue at
+            // all: the events of the interval then cost this watcher one wakeup, not one
+            // each. After a quiet spell the next event goes out as soon as it comes.
+            let mut waited = false;
+            if let Some(next) = last_flush.map(|at| at + MIN_FLUSH_INTERVAL) {
+                if next > tokio::time::Instant::now() {
+                    tokio::select! {
+                        _ = &mut deadline => return,
+                        _ = shutdown.cancelled() => return,
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep_until(next) => {}
+                    }
+                    waited = true;
+                }
+            }
             let first = tokio::select! {
                 _ = &mut deadline => return,
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 m = rx.recv() => m,
             };
-            if let Some(at) = last_flush {
-                let next = at + MIN_FLUSH_INTERVAL;
-                if next > tokio::time::Instant::now() {
-                    tokio::time::sleep_until(next).await;
-                }
-            }
             // Everything already queued goes out in one chunk: one write (and one TLS
             // record) for many events when a watcher is behind or events come in bursts.
             let mut buf = BytesMut::new();
             let mut msg = Some(first);
             let mut end = false;
-            let mut yielded = false;
+            let mut yielded = waited;
             while let Some(m) = msg.take() {
                 match m {
                     Ok(Broadcast::Event(e)) => {

@@ -194,6 +194,13 @@ impl Store {
         self.wait_for(rev).await
     }
 
+    /// Waits until the cache shows every write this server made to this resource: what
+    /// admission reads (quotas, webhook configurations, limit ranges), like upstream's
+    /// informer-fed listers but with read-your-own-writes, and without a store round trip.
+    pub async fn wait_own_writes(&self) -> Result<()> {
+        self.wait_for(self.cache.last_local_write()).await
+    }
+
     /// Waits until the cache has reached `rev`.
     async fn wait_for(&self, rev: i64) -> Result<()> {
         if self.caches.wait_for(rev, FRESHNESS_TIMEOUT).await {
@@ -579,7 +586,10 @@ impl Store {
             .create(&key, self.encode_for_storage(&obj))
             .await
         {
-            Ok(kv) => kv,
+            Ok(kv) => {
+                self.cache.note_local_write(kv.mod_revision);
+                kv
+            }
             Err(e) => {
                 if let Some(got) = &allocated {
                     self.release(got).await;
@@ -715,7 +725,10 @@ impl Store {
         // Last finalizer removed from an object marked for deletion: delete it.
         let rev = if is_deletable(new) {
             match self.backend.delete(key, kv.mod_revision).await {
-                Ok((_, rev)) => rev,
+                Ok((_, rev)) => {
+                    self.cache.note_local_write(rev);
+                    rev
+                }
                 Err(e) => return conflict(e),
             }
         } else {
@@ -724,7 +737,10 @@ impl Store {
                 .update(key, self.encode_for_storage(new), kv.mod_revision)
                 .await
             {
-                Ok(kv) => kv.mod_revision,
+                Ok(kv) => {
+                    self.cache.note_local_write(kv.mod_revision);
+                    kv.mod_revision
+                }
                 Err(e) => return conflict(e),
             }
         };
@@ -919,6 +935,7 @@ impl Store {
                 }
                 match self.backend.delete(&key, kv.mod_revision).await {
                     Ok((_, rev)) => {
+                        self.cache.note_local_write(rev);
                         self.release_given_up(&old, None).await;
                         object::meta_mut(&mut new)
                             .insert("resourceVersion".into(), Value::String(rev.to_string()));
@@ -979,6 +996,7 @@ impl Store {
                 .await
             {
                 Ok(kv) => {
+                    self.cache.note_local_write(kv.mod_revision);
                     object::meta_mut(&mut new).insert(
                         "resourceVersion".into(),
                         Value::String(kv.mod_revision.to_string()),
@@ -996,7 +1014,10 @@ impl Store {
     /// Removes an object unconditionally (namespace finalization).
     pub async fn remove(&self, name: &str) -> Result<()> {
         match self.backend.delete(&self.key("", name), 0).await {
-            Ok(_) => Ok(()),
+            Ok((_, rev)) => {
+                self.cache.note_local_write(rev);
+                Ok(())
+            }
             Err(storage::Error::NotFound(_)) => Err(self.not_found(name)),
             Err(e) => Err(e.into()),
         }
