@@ -27,6 +27,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use common::{Clock, Informers, SystemClock};
 
@@ -176,6 +177,12 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "job",
         disabled_by_default: false,
         start: job::start,
+    },
+    Descriptor {
+        name: "statefulset-controller",
+        alias: "statefulset",
+        disabled_by_default: false,
+        start: statefulset::start,
     },
 ];
 
