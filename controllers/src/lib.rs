@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod common;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -183,6 +185,18 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "statefulset",
         disabled_by_default: false,
         start: statefulset::start,
+    },
+    Descriptor {
+        name: "daemonset-controller",
+        alias: "daemonset",
+        disabled_by_default: false,
+        start: daemonset::start,
+    },
+    Descriptor {
+        name: "cronjob-controller",
+        alias: "cronjob",
+        disabled_by_default: false,
+        start: cronjob::start,
     },
 ];
 
