@@ -738,11 +738,13 @@ mod tests {
     #[test]
     fn pinned_pods_name_their_node() {
         let a = pin_to_node(None, "n7");
-        let mut p = Pod::default();
-        p.spec = Some(PodSpec {
-            affinity: Some(a),
-            ..PodSpec::default()
-        });
+        let p = Pod {
+            spec: Some(PodSpec {
+                affinity: Some(a),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
         assert_eq!(target_node(&p).as_deref(), Some("n7"));
         assert_eq!(scaled(Some(&IntOrString::String("25%".into())), 10, 1), 3);
         assert_eq!(scaled(None, 10, 1), 1);

@@ -290,7 +290,7 @@ async fn sync_pods(
             o => condemned.push((o.unwrap_or(i32::MAX), p.clone())),
         }
     }
-    condemned.sort_by(|a, b| b.0.cmp(&a.0));
+    condemned.sort_by_key(|c| std::cmp::Reverse(c.0));
 
     let rolling = s
         .spec

@@ -269,7 +269,7 @@ async fn schedules_follow_the_time_zone() -> Result<()> {
     }
     clock.set(fire.timestamp() + SignedDuration::from_secs(1));
     let name = format!("ny-{}", fire.timestamp().as_second() / 60);
-    wait_jobs(&c, "tz", "ny", &[name.clone()]).await?;
+    wait_jobs(&c, "tz", "ny", std::slice::from_ref(&name)).await?;
     let j = c.api::<Job>("tz").get(&name).await?;
     let ts = &j.annotations()["batch.kubernetes.io/cronjob-scheduled-timestamp"];
     assert!(

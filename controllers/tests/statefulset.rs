@@ -246,7 +246,7 @@ async fn ready_set(c: &Cluster, ns: &str, name: &str, extra: serde_json::Value) 
         .await?;
     let want: Vec<String> = (0..3).map(|i| format!("{name}-{i}")).collect();
     for n in &want {
-        wait_for(&format!("{n}"), T, || async {
+        wait_for(n, T, || async {
             Ok(names(c, ns, name).await?.contains(n).then_some(()))
         })
         .await?;
