@@ -913,6 +913,122 @@ expect 1 "error: You must be logged in to the server (Unauthorized)" kt get pods
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-sts
+scenario "statefulset: ordered pods, stable names, claims, rollout status, scale"
+
+new_ns $NS
+cat >"$TMP/sts.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 2
+  selector: {matchLabels: {app: e2e-sts}}
+  template:
+    metadata: {labels: {app: e2e-sts}}
+    spec:
+      containers: [{name: c, image: minik8s-test/busybox:latest}]
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+YAML
+# No kubelet makes pods ready here: a background loop plays its part through pods/status.
+sts_ready_loop() {
+    while true; do
+        for p in $(k get pods -n $NS -l app=e2e-sts -o name 2>/dev/null); do
+            k patch -n $NS "$p" --subresource=status --type=merge \
+                -p '{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}' >/dev/null 2>&1 || true
+        done
+        sleep 0.3
+    done
+}
+sts_pods() { [[ $(k get pods -n $NS -l app=e2e-sts -o name 2>/dev/null | tr '\n' ' ') == "$1" ]]; }
+expect 0 "statefulset.apps/web created" kcreate -n $NS -f "$TMP/sts.yaml"
+sts_ready_loop &
+STS_READY_PID=$!
+expect_re 0 'partitioned roll out complete: 2 new pods have been updated' k rollout status sts/web -n $NS --timeout=60s
+expect 0 "pod/web-0
+pod/web-1" k get pods -n $NS -l app=e2e-sts -o name
+expect 0 "web-0 web web-0 0" k get pod web-0 -n $NS -o 'jsonpath={.spec.hostname} {.spec.subdomain} {.metadata.labels.statefulset\.kubernetes\.io/pod-name} {.metadata.labels.apps\.kubernetes\.io/pod-index}'
+expect 0 "persistentvolumeclaim/www-web-0
+persistentvolumeclaim/www-web-1" k get pvc -n $NS -o name
+expect_re 0 '^NAME +READY +AGE
+web +2/2 +' k get sts web -n $NS
+STS_REV=$(k get sts web -n $NS -o 'jsonpath={.status.updateRevision}')
+expect 0 "$STS_REV $STS_REV" k get pod web-1 -n $NS -o "jsonpath={.metadata.labels.controller-revision-hash} $STS_REV"
+expect 0 "1 StatefulSet web" k get controllerrevisions -n $NS -o 'jsonpath={.items[0].revision} {.items[0].metadata.ownerReferences[0].kind} {.items[0].metadata.ownerReferences[0].name}'
+expect 0 "statefulset.apps/web scaled" k scale sts web -n $NS --replicas=1
+wait_for 30 sts_pods "pod/web-0 " || true
+expect 0 "pod/web-0" k get pods -n $NS -l app=e2e-sts -o name
+expect 0 "persistentvolumeclaim/www-web-0
+persistentvolumeclaim/www-web-1" k get pvc -n $NS -o name
+kill "$STS_READY_PID" 2>/dev/null || true
+wait "$STS_READY_PID" 2>/dev/null || true
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+NS=e2e-ds
+scenario "daemonset: one pod per node, pinned for the scheduler"
+
+new_ns $NS
+cat >"$TMP/ds-node.yaml" <<'YAML'
+apiVersion: v1
+kind: Node
+metadata:
+  name: e2e-ds-node
+  labels: {e2e-ds: "yes"}
+status:
+  allocatable: {cpu: "2", memory: 4Gi, pods: "110"}
+  capacity: {cpu: "2", memory: 4Gi, pods: "110"}
+  conditions: [{type: Ready, status: "True"}]
+YAML
+cat >"$TMP/ds.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: e2e-ds}}
+  template:
+    metadata: {labels: {app: e2e-ds}}
+    spec:
+      nodeSelector: {e2e-ds: "yes"}
+      containers: [{name: c, image: minik8s-test/busybox:latest}]
+YAML
+expect 0 "node/e2e-ds-node created" kcreate -f "$TMP/ds-node.yaml"
+expect 0 "daemonset.apps/agent created" kcreate -n $NS -f "$TMP/ds.yaml"
+ds_bound() { [[ $(k get pods -n $NS -l app=e2e-ds -o 'jsonpath={.items[*].spec.nodeName}') == e2e-ds-node ]]; }
+wait_for 30 ds_bound || true
+expect 0 "e2e-ds-node" k get pods -n $NS -l app=e2e-ds -o 'jsonpath={.items[*].spec.nodeName}'
+expect 0 "metadata.name In e2e-ds-node" k get pods -n $NS -l app=e2e-ds -o 'jsonpath={.items[0].spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].key} {.items[0].spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].operator} {.items[0].spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values[0]}'
+ds_status() { [[ $(k get ds agent -n $NS -o 'jsonpath={.status.desiredNumberScheduled}/{.status.currentNumberScheduled}') == 1/1 ]]; }
+wait_for 30 ds_status || true
+expect_re 0 '^NAME +DESIRED +CURRENT +READY +UP-TO-DATE +AVAILABLE +NODE SELECTOR +AGE
+agent +1 +1 +0 +1 +0 +e2e-ds=yes +' k get ds agent -n $NS
+expect 0 'node "e2e-ds-node" deleted' k delete node e2e-ds-node
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+NS=e2e-cron
+scenario "cronjob: create, manual job from it, scheduled job"
+
+new_ns $NS
+expect 0 "cronjob.batch/hello created" k create cronjob hello -n $NS --image=minik8s-test/busybox:latest --schedule='* * * * *' -- true
+expect 0 "* * * * * Allow" k get cronjob hello -n $NS -o 'jsonpath={.spec.schedule} {.spec.concurrencyPolicy}'
+expect 0 "job.batch/manual created" k create job manual -n $NS --from=cronjob/hello
+expect 0 "CronJob hello manual" k get job manual -n $NS -o 'jsonpath={.metadata.ownerReferences[0].kind} {.metadata.ownerReferences[0].name} {.metadata.annotations.cronjob\.kubernetes\.io/instantiate}'
+cron_fired() { [[ -n $(k get cronjob hello -n $NS -o 'jsonpath={.status.lastScheduleTime}') ]]; }
+# The schedule fires at the next minute boundary.
+wait_for 75 cron_fired || true
+expect_re 0 '^hello-[0-9]+$' k get cronjob hello -n $NS -o 'jsonpath={.status.active[0].name}'
+expect_re 0 '^NAME +SCHEDULE +TIMEZONE +SUSPEND +ACTIVE +LAST SCHEDULE +AGE
+hello +\* \* \* \* \* +<none> +False +1 +' k get cronjob hello -n $NS
+expect 0 "cronjob.batch/hello patched" k patch cronjob hello -n $NS --type=merge -p '{"spec":{"suspend":true}}'
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
 echo
 if ((FAILED > 0)); then
     echo "failed checks:"

@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod common;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -27,6 +29,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use common::{Clock, Informers, SystemClock};
 
@@ -176,6 +179,24 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "job",
         disabled_by_default: false,
         start: job::start,
+    },
+    Descriptor {
+        name: "statefulset-controller",
+        alias: "statefulset",
+        disabled_by_default: false,
+        start: statefulset::start,
+    },
+    Descriptor {
+        name: "daemonset-controller",
+        alias: "daemonset",
+        disabled_by_default: false,
+        start: daemonset::start,
+    },
+    Descriptor {
+        name: "cronjob-controller",
+        alias: "cronjob",
+        disabled_by_default: false,
+        start: cronjob::start,
     },
 ];
 

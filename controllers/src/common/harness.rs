@@ -57,6 +57,15 @@ where
         self
     }
 
+    /// Also reconciles the objects `refs` names (timers of the controller's own).
+    pub fn triggers(
+        mut self,
+        refs: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
+    ) -> Self {
+        self.controller = self.controller.reconcile_on(refs);
+        self
+    }
+
     /// Reconciles every `K` each `period` as well (upstream's resync).
     pub fn resync_every(mut self, period: Duration) -> Self {
         let ticks = tokio_stream_interval(period);

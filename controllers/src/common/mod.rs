@@ -3,12 +3,14 @@
 
 pub mod batch;
 pub mod clock;
+pub mod cron;
 pub mod events;
 pub mod expectations;
 pub mod harness;
 pub mod informer;
 pub mod owner;
 pub mod pod;
+pub mod revision;
 pub mod rounds;
 pub mod taint;
 
@@ -54,4 +56,17 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 /// Whether an API error is an AlreadyExists (409 with that reason).
 pub fn is_already_exists(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
+}
+
+/// Whether a computed status differs from the stored one, ignoring nulls and zero counters
+/// (the API may omit those; a merge patch still sends them, so zeros are written).
+pub fn status_differs(old: &serde_json::Value, new: &serde_json::Value) -> bool {
+    fn normalize(v: &serde_json::Value) -> serde_json::Value {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|_, x| !(x.is_null() || x == &serde_json::json!(0)));
+        }
+        v
+    }
+    normalize(old) != normalize(new)
 }
