@@ -72,6 +72,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Whether this process can run the proxy: it must be root and find `iptables-restore`.
+/// Returns why not.
+pub fn preflight() -> Result<(), String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Err("it needs root to change iptables rules".into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join("iptables-restore").is_file());
+    if !found {
+        return Err("iptables-restore is not installed".into());
+    }
+    Ok(())
+}
+
 /// Runs the proxy until `shutdown` is cancelled (or, with `--cleanup`, removes its rules).
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     run_with(cfg, Iptables::default(), shutdown).await
