@@ -182,6 +182,7 @@ impl PodNetwork {
             Some((c, a)) if *c == cidr.to_string() => a.clone(),
             _ => {
                 let a = self.ensure_network(cidr).await?;
+                ensure_sysctls().await;
                 tracing::info!(node = %self.node, network = %a.network, bridge = %a.bridge, pod_cidr = %cidr, "pod network ready");
                 *ready = Some((cidr.to_string(), a.clone()));
                 a
@@ -310,6 +311,34 @@ fn bridge_name(id: &str, options: Option<&HashMap<String, String>>) -> String {
         return n.clone();
     }
     format!("br-{}", id.chars().take(12).collect::<String>())
+}
+
+/// Kernel settings the pod network needs, as upstream's kubenet sets them:
+/// `bridge-nf-call-iptables` so that traffic between two pods of one bridge passes iptables
+/// (a Service's DNAT is undone on the reply), and IPv4 forwarding. Failures are logged: in a
+/// container without br_netfilter Services still work across bridges, not within one.
+async fn ensure_sysctls() {
+    const BRIDGE_NF: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    if tokio::fs::metadata(BRIDGE_NF).await.is_err() {
+        if let Err(e) = run("modprobe", &["br_netfilter"]).await {
+            tracing::warn!(error = %e, "br_netfilter is not loaded and cannot be: Services may not answer pods on the same node");
+        }
+    }
+    for (file, want) in [(BRIDGE_NF, "1"), ("/proc/sys/net/ipv4/ip_forward", "1")] {
+        match tokio::fs::read_to_string(file).await {
+            Ok(v) if v.trim() == want => {}
+            _ => match tokio::fs::write(file, want).await {
+                Ok(()) => tracing::info!(
+                    file,
+                    value = want,
+                    "set kernel parameter for the pod network"
+                ),
+                Err(e) => {
+                    tracing::warn!(file, error = %e, "cannot set kernel parameter for the pod network")
+                }
+            },
+        }
+    }
 }
 
 /// Turns hairpin mode on for every port of `bridge` (the pod network has pods only).

@@ -35,6 +35,10 @@ pub struct Config {
     /// Remove every iptables chain and jump the proxy made, then exit
     #[arg(long)]
     pub cleanup: bool,
+    /// Apply the rules inside this network namespace (through `ip netns exec NAME`), not the
+    /// proxy's own: to try rules out, or for benchmarks
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
 }
 
 /// Parses a Go-style duration such as `1s`, `500ms`, `2m`, `1m30s`.
@@ -98,7 +102,12 @@ pub fn preflight() -> Result<(), String> {
 
 /// Runs the proxy until `shutdown` is cancelled (or, with `--cleanup`, removes its rules).
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with(cfg, Iptables::default(), shutdown).await
+    let ipt = cfg
+        .netns
+        .as_deref()
+        .map(Iptables::in_netns)
+        .unwrap_or_default();
+    run_with(cfg, ipt, shutdown).await
 }
 
 /// `run` with iptables reached through `ipt` (tests run it inside a network namespace).
@@ -137,7 +146,7 @@ pub async fn run_with(
                     tracing::debug!(
                         services = svcs.len(),
                         chains = rendered.nat_chains.len(),
-                        elapsed = ?started.elapsed(),
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                         "synced iptables rules"
                     );
                     last = Some(rendered);
