@@ -238,7 +238,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         match proxy::preflight() {
             Ok(()) => {
                 let mut cfg: proxy::Config = default_args()?;
-                cfg.client = client.clone();
+                // Its own identity, system:kube-proxy (role system:node-proxier).
+                cfg.client = client::ClientArgs::with_kubeconfig(&server.components.proxy);
                 tasks.push(supervise("proxy", cfg, proxy::run, components.clone()));
             }
             Err(why) => tracing::warn!(
