@@ -177,17 +177,15 @@ impl PodNetwork {
             return Ok(None);
         };
         let cidr = Cidr::parse(&cidr)?;
+        // The network is looked up for every sandbox (one Docker call), so one removed by
+        // hand comes back; the lock keeps two workers from creating it at once.
         let mut ready = self.ready.lock().await;
-        let attachment = match &*ready {
-            Some((c, a)) if *c == cidr.to_string() => a.clone(),
-            _ => {
-                let a = self.ensure_network(cidr).await?;
-                ensure_sysctls().await;
-                tracing::info!(node = %self.node, network = %a.network, bridge = %a.bridge, pod_cidr = %cidr, "pod network ready");
-                *ready = Some((cidr.to_string(), a.clone()));
-                a
-            }
-        };
+        let attachment = self.ensure_network(cidr).await?;
+        if ready.as_ref() != Some(&(cidr.to_string(), attachment.clone())) {
+            ensure_sysctls().await;
+            tracing::info!(node = %self.node, network = %attachment.network, bridge = %attachment.bridge, pod_cidr = %cidr, "pod network ready");
+            *ready = Some((cidr.to_string(), attachment.clone()));
+        }
         drop(ready);
         // Rules are checked on every sandbox: cheap, and they come back after someone
         // flushed them (a Docker Engine restart, an admin).
