@@ -11,6 +11,7 @@ mod backoff;
 pub mod docker;
 mod env;
 mod events;
+pub mod network;
 pub mod node;
 mod pod_manager;
 mod pod_worker;
@@ -103,6 +104,17 @@ pub struct Config {
     /// How often every pod is re-synced without a change (config map and secret volumes refresh then)
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub sync_frequency: Duration,
+    /// Cluster pod CIDR: pod traffic within it is allowed between the nodes' bridges and
+    /// not masqueraded; traffic leaving it is (empty: no host rules)
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// How long a new pod sandbox waits for the node's spec.podCIDR before it starts on
+    /// Docker's default bridge instead (0s: it does not wait)
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub pod_cidr_timeout: Duration,
+    /// Route the other nodes' podCIDRs via their InternalIPs (host-gw) when they are on other hosts
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub host_gw: bool,
 }
 
 impl Default for Config {
@@ -121,6 +133,9 @@ impl Default for Config {
             simulated_completion_after: Duration::ZERO,
             node_status_update_frequency: Duration::from_secs(10),
             sync_frequency: Duration::from_secs(10),
+            cluster_cidr: "10.244.0.0/16".into(),
+            pod_cidr_timeout: Duration::ZERO,
+            host_gw: true,
         }
     }
 }
@@ -189,6 +204,21 @@ async fn run_docker(
         cfg.node_status_update_frequency,
         shutdown.clone(),
     ));
+    let pod_cidr = network::watch_nodes(
+        client.clone(),
+        node_name.clone(),
+        host.ip.to_string(),
+        cfg.host_gw,
+        shutdown.clone(),
+    );
+    let pod_network = network::PodNetwork::new(
+        docker.api().clone(),
+        &node_name,
+        &cluster,
+        &cfg.cluster_cidr,
+        pod_cidr,
+        cfg.pod_cidr_timeout,
+    )?;
     let pods = pod_manager::PodManager::new(
         client.clone(),
         docker.clone(),
@@ -199,6 +229,7 @@ async fn run_docker(
             infra_image: cfg.pod_infra_container_image.clone(),
             sync_frequency: cfg.sync_frequency,
             allocatable: host.allocatable(),
+            pod_network: std::sync::Arc::new(pod_network),
         },
     );
     let pods_task = tokio::spawn(pods.run(shutdown.clone()));

@@ -31,6 +31,8 @@ pub struct Settings {
     pub infra_image: String,
     pub sync_frequency: Duration,
     pub allocatable: Allocatable,
+    /// The node's pod network, which sandboxes join.
+    pub pod_network: Arc<crate::network::PodNetwork>,
 }
 
 /// Starts the worker of one pod: (uid, updates, wake-up, shutdown).

@@ -417,16 +417,25 @@ impl PodWorker {
             .clone()
             .or_else(|| pod.metadata.name.clone())
             .unwrap_or_default();
+        let attachment = if host_network {
+            None
+        } else {
+            self.settings
+                .pod_network
+                .attachment()
+                .await
+                .map_err(|e| format!("pod network: {e}"))?
+        };
         let body = ContainerCreateBody {
             image: Some(image),
             hostname: (!host_network).then_some(hostname.chars().take(63).collect()),
             labels: Some(self.labels(pod, labels::SANDBOX, "sandbox", attempt, None)),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(HostConfig {
-                network_mode: Some(if host_network {
-                    "host".into()
-                } else {
-                    "bridge".into()
+                network_mode: Some(match (&attachment, host_network) {
+                    (_, true) => "host".into(),
+                    (Some(a), false) => a.network.clone(),
+                    (None, false) => "bridge".into(),
                 }),
                 ipc_mode: Some(if spec.host_ipc == Some(true) {
                     "host".into()
@@ -449,6 +458,9 @@ impl PodWorker {
             .start(&id)
             .await
             .map_err(|e| docker::message(&e))?;
+        if let Some(a) = &attachment {
+            self.settings.pod_network.sandbox_started(a).await;
+        }
         self.docker
             .inspect(&id)
             .await

@@ -26,6 +26,7 @@ struct Cli {
 enum Command {
     /// Run the control plane: the API server over the embedded store or etcd, the
     /// controller-manager, the scheduler and (unless --disable-agent) this node's kubelet
+    /// and proxy
     Server(ServerArgs),
     /// Run only the scheduler against an API server (--kubeconfig)
     Scheduler(scheduler::Config),
@@ -56,6 +57,10 @@ struct ServerArgs {
     /// Do not run the node agent (kubelet) in this process
     #[arg(long)]
     disable_agent: bool,
+
+    /// Do not run the proxy (Service VIPs as iptables rules; needs root) in this process
+    #[arg(long)]
+    disable_proxy: bool,
 
     /// Do not run the scheduler in this process
     #[arg(long)]
@@ -223,7 +228,25 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         cfg.client = client.clone();
         // Everything the server keeps lives under its data dir, the kubelet's volumes too.
         cfg.root_dir = data_dir.join("kubelet");
+        if !args.disable_controller_manager {
+            // Node IPAM runs here: a pod waits for the node's podCIDR rather than start off-network.
+            cfg.pod_cidr_timeout = std::time::Duration::from_secs(30);
+        }
         tasks.push(supervise("kubelet", cfg, kubelet::run, components.clone()));
+    }
+    if !args.disable_agent && !args.disable_proxy {
+        match proxy::preflight() {
+            Ok(()) => {
+                let mut cfg: proxy::Config = default_args()?;
+                // Its own identity, system:kube-proxy (role system:node-proxier).
+                cfg.client = client::ClientArgs::with_kubeconfig(&server.components.proxy);
+                tasks.push(supervise("proxy", cfg, proxy::run, components.clone()));
+            }
+            Err(why) => tracing::warn!(
+                "not running the proxy: {why}; Service cluster IPs and NodePorts will not \
+                 answer on this node (pass --disable-proxy to silence this)"
+            ),
+        }
     }
 
     let addr = server.addr;

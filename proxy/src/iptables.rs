@@ -208,17 +208,31 @@ impl Iptables {
         self.ensure_jumps().await
     }
 
+    /// Makes sure each jump exists and comes before every rule of its built-in chain that is
+    /// not a jump into DOCKER-USER or another KUBE- chain. Docker inserts its per-network
+    /// ACCEPT rules at the top of FORWARD when it creates a network; below them, traffic from
+    /// a bridge to a Service without endpoints would be forwarded instead of rejected.
     async fn ensure_jumps(&self) -> Result<(), Error> {
         for (table, chain, spec, target) in JUMPS {
             let rule = |op: &'static str| {
                 let mut a = vec!["-w", "-t", table, op, chain];
+                if op == "-I" {
+                    a.push("1");
+                }
                 a.extend_from_slice(spec);
                 a.extend_from_slice(&["-j", target]);
                 a
             };
-            if self.exec("iptables", &rule("-C"), None).await.is_err() {
-                self.exec("iptables", &rule("-I"), None).await?;
+            let listed = self
+                .exec("iptables", &["-w", "-t", table, "-S", chain], None)
+                .await?;
+            if jump_in_front(&listed, chain, target) {
+                continue;
             }
+            while self.exec("iptables", &rule("-C"), None).await.is_ok() {
+                self.exec("iptables", &rule("-D"), None).await?;
+            }
+            self.exec("iptables", &rule("-I"), None).await?;
         }
         Ok(())
     }
@@ -255,5 +269,51 @@ impl Iptables {
             return Ok(());
         }
         self.restore(&text).await
+    }
+}
+
+/// Whether `iptables -S <chain>` output has the jump to `target` ahead of every rule that is
+/// not itself a jump to DOCKER-USER or a KUBE- chain.
+fn jump_in_front(listed: &str, chain: &str, target: &str) -> bool {
+    let prefix = format!("-A {chain} ");
+    let ours = format!("-j {target}");
+    for rule in listed.lines().filter(|l| l.starts_with(&prefix)) {
+        if rule.ends_with(&ours) {
+            return true;
+        }
+        let benign = rule.ends_with("-j DOCKER-USER")
+            || rule
+                .rsplit_once(" -j ")
+                .is_some_and(|(_, t)| t.starts_with("KUBE-"));
+        if !benign {
+            return false;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumps_must_precede_dockers_rules() {
+        let ours = "-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES";
+        let front = format!(
+            "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n{ours}\n-A FORWARD -o br-1 -j DOCKER\n"
+        );
+        assert!(jump_in_front(&front, "FORWARD", "KUBE-SERVICES"));
+        let behind = format!("-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -i br-1 ! -o br-1 -j ACCEPT\n{ours}\n");
+        assert!(!jump_in_front(&behind, "FORWARD", "KUBE-SERVICES"));
+        assert!(!jump_in_front(
+            "-P FORWARD DROP\n",
+            "FORWARD",
+            "KUBE-SERVICES"
+        ));
+        let other_kube = format!(
+            "-A OUTPUT -j KUBE-FIREWALL\n{}",
+            ours.replace("FORWARD", "OUTPUT")
+        );
+        assert!(jump_in_front(&other_kube, "OUTPUT", "KUBE-SERVICES"));
     }
 }

@@ -35,6 +35,10 @@ pub struct Config {
     /// Remove every iptables chain and jump the proxy made, then exit
     #[arg(long)]
     pub cleanup: bool,
+    /// Apply the rules inside this network namespace (through `ip netns exec NAME`), not the
+    /// proxy's own: to try rules out, or for benchmarks
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
 }
 
 /// Parses a Go-style duration such as `1s`, `500ms`, `2m`, `1m30s`.
@@ -72,9 +76,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Whether this process can run the proxy: it must be root and find `iptables-restore`.
+/// Returns why not.
+pub fn preflight() -> Result<(), String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Err("it needs root to change iptables rules".into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join("iptables-restore").is_file());
+    if !found {
+        return Err("iptables-restore is not installed".into());
+    }
+    Ok(())
+}
+
 /// Runs the proxy until `shutdown` is cancelled (or, with `--cleanup`, removes its rules).
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with(cfg, Iptables::default(), shutdown).await
+    let ipt = cfg
+        .netns
+        .as_deref()
+        .map(Iptables::in_netns)
+        .unwrap_or_default();
+    run_with(cfg, ipt, shutdown).await
 }
 
 /// `run` with iptables reached through `ipt` (tests run it inside a network namespace).
@@ -113,7 +146,7 @@ pub async fn run_with(
                     tracing::debug!(
                         services = svcs.len(),
                         chains = rendered.nat_chains.len(),
-                        elapsed = ?started.elapsed(),
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                         "synced iptables rules"
                     );
                     last = Some(rendered);
