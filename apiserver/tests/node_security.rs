@@ -1,0 +1,214 @@
+//! Node security over real sockets: the reconciled bootstrap RBAC policy, the Node
+//! authorizer and NodeRestriction admission, bootstrap tokens and node client CSRs.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kube::Client;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+struct TestServer {
+    admin: Client,
+    kubeconfig: PathBuf,
+    pki: std::sync::Arc<apiserver::pki::Pki>,
+    shutdown: CancellationToken,
+    server: Option<apiserver::Server>,
+}
+
+impl TestServer {
+    async fn start(dir: &Path) -> Result<Self> {
+        let cfg = apiserver::Config::for_test(dir.join("data"));
+        let shutdown = CancellationToken::new();
+        let server = apiserver::start(cfg, shutdown.clone()).await?;
+        let admin = client_from(&server.kubeconfig, |_| {}).await?;
+        Ok(TestServer {
+            admin,
+            kubeconfig: server.kubeconfig.clone(),
+            pki: server.pki.clone(),
+            shutdown,
+            server: Some(server),
+        })
+    }
+
+    async fn cert(&self, name: &str, groups: &[&str]) -> Result<Client> {
+        let (cert, key) = self.pki.issue_client_cert(name, groups)?;
+        client_from(&self.kubeconfig, |u| *u = cert_user(&cert, &key)).await
+    }
+
+    async fn node(&self, name: &str) -> Result<Client> {
+        self.cert(&format!("system:node:{name}"), &["system:nodes"])
+            .await
+    }
+
+    async fn token(&self, token: &str) -> Result<Client> {
+        client_from(&self.kubeconfig, |u| *u = json!({"token": token})).await
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(20), s.wait())
+                .await
+                .context("server did not stop")??;
+        }
+        Ok(())
+    }
+}
+
+fn cert_user(cert: &str, key: &str) -> Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({"client-certificate-data": b64(cert), "client-key-data": b64(key)})
+}
+
+/// A client from the admin kubeconfig with its user replaced.
+async fn client_from(kubeconfig: &Path, user: impl FnOnce(&mut Value)) -> Result<Client> {
+    let mut kc: Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    user(&mut kc["users"][0]["user"]);
+    let kc = kube::config::Kubeconfig::from_yaml(&serde_yaml::to_string(&kc)?)?;
+    let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(Client::try_from(conf)?)
+}
+
+/// Sends a request; `Ok(body)` on 2xx, `Err((code, message))` otherwise.
+async fn call(
+    c: &Client,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, (u16, String)> {
+    let mut req = http::Request::builder().method(method).uri(path);
+    let bytes = match body {
+        Some(b) => {
+            let ct = if method == "PATCH" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            req = req.header("content-type", ct);
+            serde_json::to_vec(&b).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let req = req.body(bytes).map_err(|e| (0, e.to_string()))?;
+    match c.request_text(req).await {
+        Ok(text) => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
+        Err(kube::Error::Api(s)) => Err((s.code, s.message)),
+        Err(e) => Err((0, e.to_string())),
+    }
+}
+
+async fn get(c: &Client, path: &str) -> Result<Value, (u16, String)> {
+    call(c, "GET", path, None).await
+}
+
+async fn post(c: &Client, path: &str, body: Value) -> Result<Value, (u16, String)> {
+    call(c, "POST", path, Some(body)).await
+}
+
+async fn put(c: &Client, path: &str, body: Value) -> Result<Value, (u16, String)> {
+    call(c, "PUT", path, Some(body)).await
+}
+
+async fn patch(c: &Client, path: &str, body: Value) -> Result<Value, (u16, String)> {
+    call(c, "PATCH", path, Some(body)).await
+}
+
+fn ok<T>(r: Result<T, (u16, String)>) -> Result<T> {
+    r.map_err(|(code, msg)| anyhow::anyhow!("{code}: {msg}"))
+}
+
+fn rules(role: &Value) -> Vec<Value> {
+    role["rules"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_policy_is_reconciled_at_start() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path()).await?;
+    let a = &s.admin;
+    let base = "/apis/rbac.authorization.k8s.io/v1";
+    for name in [
+        "system:kube-scheduler",
+        "system:kube-controller-manager",
+        "system:node",
+        "system:node-proxier",
+        "system:kube-dns",
+        "system:volume-scheduler",
+        "system:basic-user",
+        "system:discovery",
+        "system:public-info-viewer",
+        "system:node-bootstrapper",
+        "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+    ] {
+        let r = ok(get(a, &format!("{base}/clusterroles/{name}")).await)?;
+        assert_eq!(
+            r["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"], "true",
+            "{name}"
+        );
+        assert_eq!(
+            r["metadata"]["labels"]["kubernetes.io/bootstrapping"],
+            "rbac-defaults"
+        );
+    }
+    let sched = ok(get(a, &format!("{base}/clusterroles/system:kube-scheduler")).await)?;
+    let want = rules(&sched);
+    // Strip the scheduler role to one rule; protect basic-user and strip it too; drop a
+    // subject from the discovery binding.
+    let mut stripped = sched.clone();
+    stripped["rules"] = json!([want[0]]);
+    ok(put(
+        a,
+        &format!("{base}/clusterroles/system:kube-scheduler"),
+        stripped,
+    )
+    .await)?;
+    let mut basic = ok(get(a, &format!("{base}/clusterroles/system:basic-user")).await)?;
+    basic["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] =
+        json!("false");
+    basic["rules"] = json!([{"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews"]}]);
+    let r = ok(put(a, &format!("{base}/clusterroles/system:basic-user"), basic).await)?;
+    assert_eq!(rules(&r).len(), 1);
+    ok(patch(
+        a,
+        &format!("{base}/clusterrolebindings/system:discovery"),
+        json!({"subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "extra"}]}),
+    )
+    .await)?;
+    ok(call(
+        a,
+        "DELETE",
+        &format!("{base}/clusterroles/system:node-proxier"),
+        None,
+    )
+    .await)?;
+    s.stop().await?;
+
+    let s = TestServer::start(tmp.path()).await?;
+    let a = &s.admin;
+    let sched = ok(get(a, &format!("{base}/clusterroles/system:kube-scheduler")).await)?;
+    assert_eq!(rules(&sched).len(), want.len(), "{sched}");
+    for r in &want {
+        assert!(rules(&sched).contains(r), "{r} missing after restart");
+    }
+    let basic = ok(get(a, &format!("{base}/clusterroles/system:basic-user")).await)?;
+    assert_eq!(
+        rules(&basic).len(),
+        1,
+        "a protected role is left alone: {basic}"
+    );
+    let disc = ok(get(a, &format!("{base}/clusterrolebindings/system:discovery")).await)?;
+    let names: Vec<&str> = disc["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["extra", "system:authenticated"]);
+    ok(get(a, &format!("{base}/clusterroles/system:node-proxier")).await)?;
+    s.stop().await
+}
