@@ -114,6 +114,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         crate::auth::Security::new(&cfg, &data_dir, &registry, &pki.ca_cert_pem)
             .context("cannot set up authentication")?,
     );
+    let node_indexer = security
+        .node
+        .as_ref()
+        .map(|n| n.spawn_indexer(shutdown.clone()));
     let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
     let compactor = storage::spawn_compactor(
         backend.clone(),
@@ -166,7 +170,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         acceptor,
         state,
         shutdown.clone(),
-        vec![feeder, finalizer, compactor, aggregator],
+        [feeder, finalizer, compactor, aggregator]
+            .into_iter()
+            .chain(node_indexer)
+            .collect(),
     ));
     tracing::info!(%addr, "API server listening");
     Ok(Server {

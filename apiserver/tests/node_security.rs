@@ -43,10 +43,6 @@ impl TestServer {
             .await
     }
 
-    async fn token(&self, token: &str) -> Result<Client> {
-        client_from(&self.kubeconfig, |u| *u = json!({"token": token})).await
-    }
-
     async fn stop(mut self) -> Result<()> {
         self.shutdown.cancel();
         if let Some(s) = self.server.take() {
@@ -210,5 +206,246 @@ async fn bootstrap_policy_is_reconciled_at_start() -> Result<()> {
         .collect();
     assert_eq!(names, ["extra", "system:authenticated"]);
     ok(get(a, &format!("{base}/clusterroles/system:node-proxier")).await)?;
+    s.stop().await
+}
+
+async fn wait_for<F, Fut>(what: &str, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("timed out waiting for {what}")
+}
+
+fn pod_on(name: &str, node: &str, secret: &str, cm: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "nodeName": node,
+        "containers": [{"name": "c", "image": "busybox",
+            "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": cm, "key": "k"}}}]}],
+        "volumes": [{"name": "s", "secret": {"secretName": secret}}]}})
+}
+
+fn forbidden(r: Result<Value, (u16, String)>, want: &str) {
+    match r {
+        Err((403, m)) => assert!(m.contains(want), "{m:?} should contain {want:?}"),
+        other => panic!("expected 403 with {want:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_authorizer_and_node_restriction() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path()).await?;
+    let a = &s.admin;
+    ok(post(a, "/api/v1/namespaces", json!({"metadata": {"name": "w"}})).await)?;
+    for n in ["s1", "s2"] {
+        ok(post(
+            a,
+            "/api/v1/namespaces/w/secrets",
+            json!({"metadata": {"name": n}, "stringData": {"k": "v"}}),
+        )
+        .await)?;
+    }
+    for n in ["cm1", "cm2"] {
+        ok(post(
+            a,
+            "/api/v1/namespaces/w/configmaps",
+            json!({"metadata": {"name": n}, "data": {"k": "v"}}),
+        )
+        .await)?;
+    }
+    ok(post(
+        a,
+        "/api/v1/namespaces/w/pods",
+        pod_on("p1", "n1", "s1", "cm1"),
+    )
+    .await)?;
+    ok(post(
+        a,
+        "/api/v1/namespaces/w/pods",
+        pod_on("p2", "n2", "s2", "cm2"),
+    )
+    .await)?;
+    ok(post(a, "/api/v1/nodes", json!({"metadata": {"name": "n2"}})).await)?;
+
+    let n1 = s.node("n1").await?;
+    // Secrets and configmaps: only those of pods bound to the node.
+    ok(get(&n1, "/api/v1/namespaces/w/secrets/s1").await)?;
+    ok(get(&n1, "/api/v1/namespaces/w/configmaps/cm1").await)?;
+    forbidden(
+        get(&n1, "/api/v1/namespaces/w/secrets/s2").await,
+        "secrets \"s2\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"w\": no relationship found between node 'n1' and this object",
+    );
+    forbidden(
+        get(&n1, "/api/v1/namespaces/w/configmaps/cm2").await,
+        "no relationship found",
+    );
+    forbidden(
+        get(&n1, "/api/v1/namespaces/w/secrets").await,
+        "cannot list resource \"secrets\"",
+    );
+    ok(get(
+        &n1,
+        "/api/v1/namespaces/w/secrets?fieldSelector=metadata.name%3Ds1",
+    )
+    .await)?;
+    // Pods: its own, and lists scoped to it.
+    ok(get(&n1, "/api/v1/namespaces/w/pods/p1").await)?;
+    forbidden(
+        get(&n1, "/api/v1/namespaces/w/pods/p2").await,
+        "no relationship found",
+    );
+    let mine = ok(get(&n1, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1").await)?;
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    forbidden(
+        get(&n1, "/api/v1/pods").await,
+        "can only list/watch pods with spec.nodeName field selector",
+    );
+    // Pod status: only of pods bound to it; no ordinary pods.
+    ok(patch(
+        &n1,
+        "/api/v1/namespaces/w/pods/p1/status",
+        json!({"status": {"message": "hi"}}),
+    )
+    .await)?;
+    forbidden(
+        patch(
+            &n1,
+            "/api/v1/namespaces/w/pods/p2/status",
+            json!({"status": {"message": "hi"}}),
+        )
+        .await,
+        "node \"n1\" can only update pod status for pods with spec.nodeName set to itself",
+    );
+    forbidden(
+        post(
+            &n1,
+            "/api/v1/namespaces/w/pods",
+            pod_on("p3", "n1", "s1", "cm1"),
+        )
+        .await,
+        "can only create mirror pods",
+    );
+    // Its own Node, with kubelet labels only; not other nodes.
+    ok(post(
+        &n1,
+        "/api/v1/nodes",
+        json!({"metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}}),
+    )
+    .await)?;
+    forbidden(
+        post(&n1, "/api/v1/nodes", json!({"metadata": {"name": "n3"}})).await,
+        "node \"n1\" is not allowed to modify node \"n3\"",
+    );
+    ok(get(&n1, "/api/v1/nodes/n1").await)?;
+    forbidden(
+        get(&n1, "/api/v1/nodes/n2").await,
+        "node 'n1' cannot read 'n2', only its own Node object",
+    );
+    ok(patch(
+        &n1,
+        "/api/v1/nodes/n1",
+        json!({"metadata": {"labels": {"team": "a"}}}),
+    )
+    .await)?;
+    ok(patch(
+        &n1,
+        "/api/v1/nodes/n1/status",
+        json!({"status": {"phase": "Running"}}),
+    )
+    .await)?;
+    forbidden(
+        patch(
+            &n1,
+            "/api/v1/nodes/n1",
+            json!({"metadata": {"labels": {"node-restriction.kubernetes.io/trusted": "yes"}}}),
+        )
+        .await,
+        "is not allowed to modify labels: node-restriction.kubernetes.io/trusted",
+    );
+    forbidden(
+        patch(
+            &n1,
+            "/api/v1/nodes/n1",
+            json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+        )
+        .await,
+        "node \"n1\" is not allowed to modify taints",
+    );
+    forbidden(
+        patch(
+            &n1,
+            "/api/v1/nodes/n2",
+            json!({"metadata": {"labels": {"team": "a"}}}),
+        )
+        .await,
+        "node \"n1\" is not allowed to modify node \"n2\"",
+    );
+    // Its own Lease.
+    let lease = |n: &str| json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n}, "spec": {"holderIdentity": n}});
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+    ok(post(&n1, leases, lease("n1")).await)?;
+    forbidden(
+        post(&n1, leases, lease("n2")).await,
+        "can only access node lease with the same name as the requesting node",
+    );
+    ok(patch(
+        &n1,
+        &format!("{leases}/n1"),
+        json!({"spec": {"holderIdentity": "x"}}),
+    )
+    .await)?;
+    // Events.
+    ok(post(&n1, "/api/v1/namespaces/w/events", json!({"metadata": {"name": "e1"},
+        "involvedObject": {"kind": "Pod", "namespace": "w", "name": "p1"}, "reason": "R", "message": "m"})).await)?;
+    // Service-account tokens: bound to its pods only.
+    let p1 = ok(get(a, "/api/v1/namespaces/w/pods/p1").await)?;
+    let p2 = ok(get(a, "/api/v1/namespaces/w/pods/p2").await)?;
+    let tr = |p: &Value| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}}})
+    };
+    let token = "/api/v1/namespaces/w/serviceaccounts/default/token";
+    ok(post(
+        a,
+        "/api/v1/namespaces/w/serviceaccounts",
+        json!({"metadata": {"name": "default"}}),
+    )
+    .await)
+    .ok();
+    ok(post(&n1, token, tr(&p1)).await)?;
+    forbidden(
+        post(&n1, token, tr(&p2)).await,
+        "node requested token bound to a pod scheduled on a different node",
+    );
+    // Anyone else is unaffected: the admin still can.
+    ok(patch(
+        a,
+        "/api/v1/nodes/n2",
+        json!({"metadata": {"labels": {"node-restriction.kubernetes.io/x": "y"}}}),
+    )
+    .await)?;
+    // Deleting the pod revokes the node's access to its secret.
+    ok(call(
+        a,
+        "DELETE",
+        "/api/v1/namespaces/w/pods/p1?gracePeriodSeconds=0",
+        None,
+    )
+    .await)?;
+    wait_for("secret access revoked", || async {
+        matches!(
+            get(&n1, "/api/v1/namespaces/w/secrets/s1").await,
+            Err((403, _))
+        )
+    })
+    .await?;
     s.stop().await
 }

@@ -197,10 +197,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let components = shutdown.child_token();
     let mut tasks = Vec::new();
-    let client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
+    // Each component runs with its own identity (client certificate) and only what RBAC
+    // and the Node authorizer grant it. The controller-manager's loops create and update
+    // what users own, so it keeps the admin identity until it has per-controller accounts.
     if !args.disable_controller_manager {
         let mut cfg: controllers::Config = default_args()?;
-        cfg.client = client.clone();
+        cfg.client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
         tasks.push(supervise(
             "controller-manager",
             cfg,
@@ -210,7 +212,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_scheduler {
         let mut cfg: scheduler::Config = default_args()?;
-        cfg.client = client.clone();
+        cfg.client = client::ClientArgs::with_kubeconfig(&server.components.scheduler);
         tasks.push(supervise(
             "scheduler",
             cfg,
@@ -220,7 +222,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_agent {
         let mut cfg: kubelet::Config = default_args()?;
-        cfg.client = client.clone();
+        cfg.client = client::ClientArgs::with_kubeconfig(server.node_kubeconfig(&cfg.node_name())?);
         // Everything the server keeps lives under its data dir, the kubelet's volumes too.
         cfg.root_dir = data_dir.join("kubelet");
         tasks.push(supervise("kubelet", cfg, kubelet::run, components.clone()));

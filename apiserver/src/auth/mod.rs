@@ -20,6 +20,7 @@ pub mod audit;
 pub mod escalation;
 pub mod identities;
 pub mod jwt;
+pub mod node;
 pub mod policy;
 pub mod rbac;
 pub mod reviews;
@@ -98,6 +99,8 @@ pub struct Security {
     anonymous: bool,
     /// `None` only when RBAC resources are not served (every request allowed).
     pub rbac: Option<Rbac>,
+    /// The Node authorizer, asked before RBAC (`--authorization-mode=Node,RBAC`).
+    pub node: Option<node::NodeAuthorizer>,
     pub audit: Option<audit::AuditLog>,
     /// The cluster CA (PEM), published to pods as `kube-root-ca.crt`.
     pub ca_pem: String,
@@ -216,6 +219,7 @@ impl Security {
             )),
             anonymous: cfg.anonymous_auth,
             rbac: Rbac::new(registry),
+            node: node::NodeAuthorizer::new(registry, policy::role_rules("system:node")),
             audit,
             ca_pem: ca_pem.to_string(),
             disabled_admission: cfg.disable_admission_plugins.clone(),
@@ -230,6 +234,7 @@ impl Security {
             service_accounts: None,
             anonymous: false,
             rbac: None,
+            node: None,
             audit: None,
             ca_pem: String::new(),
             disabled_admission: Vec::new(),
@@ -289,15 +294,25 @@ impl Security {
         }
     }
 
-    /// Authorizes `a` for `user`: `Ok(reason)` or a 403 with upstream's wording.
+    /// Authorizes `a` for `user` with the Node authorizer, then RBAC: `Ok(reason)` or a
+    /// 403 with upstream's wording (the reasons of every authorizer that said no).
     pub fn authorize(&self, user: &User, a: &Attributes) -> Result<String> {
         let Some(rbac) = &self.rbac else {
             return Ok(String::new());
         };
+        let mut reasons = Vec::new();
+        match self.node.as_ref().and_then(|n| n.authorize(user, a)) {
+            Some(node::Decision::Allow) => return Ok(String::new()),
+            Some(node::Decision::NoOpinion(r)) if !r.is_empty() => reasons.push(r),
+            _ => {}
+        }
         rbac.authorize(user, a).map_err(|reason| {
-            let mut message = rbac::forbidden_message(&user.name, a);
             if !reason.is_empty() {
-                message = format!("{message}: {reason}");
+                reasons.push(reason);
+            }
+            let mut message = rbac::forbidden_message(&user.name, a);
+            if !reasons.is_empty() {
+                message = format!("{message}: {}", reasons.join("\n"));
             }
             Error::Forbidden {
                 resource: qualified(&a.resource, &a.api_group),
@@ -353,7 +368,7 @@ impl Security {
                     resource: resource.into(),
                     subresource: sub.into(),
                     name: n.into(),
-                    path: String::new(),
+                    ..Default::default()
                 },
             )
         };
@@ -427,6 +442,11 @@ pub fn attributes(info: &RequestInfo, query: &str) -> Attributes {
         subresource: info.subresource.clone(),
         name,
         path: info.path.clone(),
+        field_selector: crate::request_info::query_pairs(query)
+            .into_iter()
+            .find(|(k, _)| k == "fieldSelector")
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
     }
 }
 

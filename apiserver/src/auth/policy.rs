@@ -118,6 +118,17 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
     (roles, bindings)
 }
 
+/// The rules of bootstrap ClusterRole `name` (empty when there is none).
+pub fn role_rules(name: &str) -> Vec<PolicyRule> {
+    objects()
+        .0
+        .into_iter()
+        .find(|r| crate::object::meta_str(r, "name") == name)
+        .and_then(|r| r.get("rules").cloned())
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default()
+}
+
 fn push_rule(roles: &mut [Value], rule: PolicyRule) {
     if let Some(rules) = roles
         .last_mut()
