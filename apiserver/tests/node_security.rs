@@ -43,6 +43,10 @@ impl TestServer {
             .await
     }
 
+    async fn token(&self, token: &str) -> Result<Client> {
+        client_from(&self.kubeconfig, |u| *u = json!({"token": token})).await
+    }
+
     async fn stop(mut self) -> Result<()> {
         self.shutdown.cancel();
         if let Some(s) = self.server.take() {
@@ -447,5 +451,131 @@ async fn node_authorizer_and_node_restriction() -> Result<()> {
         )
     })
     .await?;
+    s.stop().await
+}
+
+async fn whoami(c: &Client) -> Result<Value, (u16, String)> {
+    let v = post(
+        c,
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+    )
+    .await?;
+    Ok(v["status"]["userInfo"].clone())
+}
+
+fn node_csr(cn: &str, org: &str) -> Value {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"generateName": "node-csr-"},
+        "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            "usages": ["digital signature", "client auth"],
+            "request": base64::engine::general_purpose::STANDARD.encode(pem)}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_tokens_and_node_client_csrs() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path()).await?;
+    let a = &s.admin;
+    // A bootstrap token Secret authenticates as system:bootstrap:<id>.
+    let secret = |id: &str, secret: &str, exp: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("bootstrap-token-{id}")}, "type": "bootstrap.kubernetes.io/token",
+        "stringData": {"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true",
+            "auth-extra-groups": "system:bootstrappers:extra,not-allowed", "expiration": exp}})
+    };
+    ok(post(
+        a,
+        "/api/v1/namespaces/kube-system/secrets",
+        secret("abcdef", "0123456789abcdef", "2999-01-01T00:00:00Z"),
+    )
+    .await)?;
+    ok(post(
+        a,
+        "/api/v1/namespaces/kube-system/secrets",
+        secret("expird", "0123456789abcdef", "2001-01-01T00:00:00Z"),
+    )
+    .await)?;
+    let me = ok(whoami(&s.token("abcdef.0123456789abcdef").await?).await)?;
+    assert_eq!(me["username"], "system:bootstrap:abcdef");
+    assert_eq!(
+        me["groups"],
+        json!([
+            "system:bootstrappers",
+            "system:bootstrappers:extra",
+            "system:authenticated"
+        ])
+    );
+    for bad in [
+        "abcdef.0123456789abcdee",
+        "expird.0123456789abcdef",
+        "zzzzzz.0123456789abcdef",
+    ] {
+        let r = whoami(&s.token(bad).await?).await;
+        assert_eq!(r.err().map(|e| e.0), Some(401), "{bad}");
+    }
+    // A token that may not join (no nodeclient grant) gets no certificate.
+    let other = s.token("abcdef.0123456789abcdef").await?;
+    let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    forbidden(
+        post(&other, csrs, node_csr("system:node:x", "system:nodes")).await,
+        "cannot create resource",
+    );
+
+    // The server's join token: create a node CSR; it is approved and signed.
+    let join = s.server.as_ref().unwrap().join_token.clone();
+    let path = tmp.path().join("data").join("node-token");
+    assert_eq!(std::fs::read_to_string(&path)?.trim(), join);
+    let (pin, bare) = apiserver::auth::bootstrap_token::split_full(&join);
+    let ca = ok(get(a, "/api/v1/namespaces/kube-public/configmaps/cluster-info").await)?;
+    assert!(ca["data"]["kubeconfig"]
+        .as_str()
+        .unwrap()
+        .contains("certificate-authority-data"));
+    assert_eq!(pin, apiserver::pki::ca_cert_hash(&s.pki.ca_cert_pem));
+    let joiner = s.token(bare).await?;
+    let me = ok(whoami(&joiner).await)?;
+    assert!(me["username"]
+        .as_str()
+        .unwrap()
+        .starts_with("system:bootstrap:"));
+    let created = ok(post(&joiner, csrs, node_csr("system:node:n9", "system:nodes")).await)?;
+    assert_eq!(created["spec"]["username"], me["username"]);
+    let name = created["metadata"]["name"].as_str().unwrap().to_string();
+    let wrong = ok(post(&joiner, csrs, node_csr("system:node:n9", "system:masters")).await)?;
+    let url = format!("{csrs}/{name}");
+    wait_for("the node CSR to be approved and signed", || async {
+        get(&joiner, &url)
+            .await
+            .is_ok_and(|c| c["status"]["certificate"].is_string())
+    })
+    .await?;
+    let issued = ok(get(&joiner, &url).await)?;
+    assert_eq!(issued["status"]["conditions"][0]["type"], "Approved");
+    assert_eq!(issued["status"]["conditions"][0]["reason"], "AutoApproved");
+    // The certificate works as system:node:n9 in system:nodes.
+    use base64::Engine;
+    let cert = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(issued["status"]["certificate"].as_str().unwrap())?,
+    )?;
+    let wrong_name = wrong["metadata"]["name"].as_str().unwrap();
+    let w = ok(get(a, &format!("{csrs}/{wrong_name}")).await)?;
+    assert!(
+        w["status"]["conditions"].is_null(),
+        "a CSR for another group is not approved: {w}"
+    );
+    assert!(cert.contains("BEGIN CERTIFICATE"));
     s.stop().await
 }

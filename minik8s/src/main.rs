@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod agent;
+
 /// A Kubernetes-compatible API server and node agent in one binary.
 #[derive(Parser)]
 #[command(name = "minik8s", version, propagate_version = true)]
@@ -27,6 +29,8 @@ enum Command {
     /// Run the control plane: the API server over the embedded store or etcd, the
     /// controller-manager, the scheduler and (unless --disable-agent) this node's kubelet
     Server(ServerArgs),
+    /// Join this machine to a cluster with the server's join token and run its kubelet
+    Agent(Box<agent::AgentArgs>),
     /// Run only the scheduler against an API server (--kubeconfig)
     Scheduler(scheduler::Config),
     /// Run only the controller-manager against an API server (--kubeconfig)
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Server(args) => block_on(server(args)),
+        Command::Agent(args) => block_on(component("agent", agent::run, *args)),
         Command::Scheduler(cfg) => block_on(component("scheduler", scheduler::run, cfg)),
         Command::ControllerManager(cfg) => {
             block_on(component("controller-manager", controllers::run, cfg))
@@ -232,6 +237,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     eprintln!("minik8s API server listening on https://{addr}");
     eprintln!("kubeconfig: {}", kubeconfig.display());
     eprintln!("export KUBECONFIG={}; kubectl get ns", kubeconfig.display());
+    let node_token = data_dir.join("node-token");
+    eprintln!("join token: {}", node_token.display());
+    eprintln!(
+        "join a node: minik8s agent --server {} --token $(cat {})",
+        server.url,
+        node_token.display()
+    );
 
     let wait = server.wait();
     tokio::pin!(wait);

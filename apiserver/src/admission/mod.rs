@@ -117,6 +117,11 @@ pub async fn admit(state: &Arc<ApiState>, a: &Attributes<'_>, obj: &mut Value) -
     if enabled("LimitRanger") && pod && a.operation == Operation::Create {
         limit_ranger::default_pod(state, a, obj).await?;
     }
+    if a.is(crate::certificates::GROUP, "certificatesigningrequests")
+        && a.operation == Operation::Create
+    {
+        crate::certificates::set_requestor(a.user, obj);
+    }
     if enabled("MutatingAdmissionWebhook") {
         webhook::call(state, a, obj, true).await?;
     }

@@ -17,6 +17,7 @@ use crate::registry::stores::Registry;
 use crate::request_info::RequestInfo;
 
 pub mod audit;
+pub mod bootstrap_token;
 pub mod escalation;
 pub mod identities;
 pub mod jwt;
@@ -94,6 +95,8 @@ pub enum SetupError {
 /// Everything the request path needs to authenticate, authorize and audit.
 pub struct Security {
     tokens: HashMap<String, User>,
+    /// Secrets, where bootstrap tokens live.
+    secrets: Option<Arc<crate::watch_cache::WatchCache>>,
     /// Service-account token issuer and validator.
     pub service_accounts: Option<serviceaccount::Tokens>,
     anonymous: bool,
@@ -211,6 +214,7 @@ impl Security {
         };
         Ok(Security {
             tokens,
+            secrets: registry.store("", "v1", "secrets").map(|s| s.cache.clone()),
             service_accounts: Some(serviceaccount::Tokens::new(
                 signer,
                 cfg.service_account_issuer.clone(),
@@ -231,6 +235,7 @@ impl Security {
     pub fn certificates_only() -> Self {
         Security {
             tokens: HashMap::new(),
+            secrets: None,
             service_accounts: None,
             anonymous: false,
             rbac: None,
@@ -255,6 +260,13 @@ impl Security {
         if audiences.is_empty() {
             if let Some(u) = self.tokens.get(token) {
                 return Ok(Some(u.clone()));
+            }
+            if let Some(u) = self
+                .secrets
+                .as_ref()
+                .and_then(|s| bootstrap_token::authenticate(s, token))
+            {
+                return Ok(Some(u));
             }
         }
         if jwt::looks_like_jwt(token) {
