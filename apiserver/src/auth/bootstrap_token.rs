@@ -49,7 +49,7 @@ pub fn split_full(token: &str) -> (Option<String>, &str) {
     }
 }
 
-fn data<'a>(secret: &'a Value, key: &str) -> Option<String> {
+fn data(secret: &Value, key: &str) -> Option<String> {
     let v = secret.pointer(&format!("/data/{key}"))?.as_str()?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
     String::from_utf8(bytes).ok()

@@ -508,6 +508,6 @@ mod tests {
             find("apps", "deployments").map(|r| r.short_names),
             Some(&["deploy"][..])
         );
-        assert_eq!(rs.len(), 37);
+        assert_eq!(rs.len(), 38);
     }
 }
