@@ -21,7 +21,7 @@ import re
 import sys
 
 API_PACKAGES = [
-    "core/v1", "apps/v1", "batch/v1", "coordination/v1", "discovery/v1", "events/v1",
+    "core/v1", "apps/v1", "batch/v1", "certificates/v1", "coordination/v1", "discovery/v1", "events/v1",
     "autoscaling/v1", "autoscaling/v2", "policy/v1", "networking/v1", "rbac/v1",
     "storage/v1", "scheduling/v1", "authorization/v1", "authentication/v1",
     "admissionregistration/v1",

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod certificates;
 pub mod config;
 pub mod encryption;
 pub mod error;

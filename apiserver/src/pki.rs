@@ -224,6 +224,22 @@ impl Pki {
         ca.issue_client(name, groups)
     }
 
+    /// Signs a PEM `CERTIFICATE REQUEST` as a client certificate (subject and key from the
+    /// request, client-auth usage, 1 year); returns the certificate PEM.
+    pub fn sign_client_csr(&self, csr_pem: &str) -> Result<String> {
+        let ca = Ca::parse(&self.ca_cert_pem, &self.ca_key_pem, Path::new("cluster CA"))?;
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let p = &mut csr.params;
+        p.subject_alt_names.clear();
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.custom_extensions.clear();
+        p.use_authority_key_identifier_extension = true;
+        set_validity(p, unix_now(), LEAF_LIFETIME);
+        Ok(csr.signed_by(&ca.issuer)?.pem())
+    }
+
     /// Kubeconfig text for the admin user against `server_url`.
     pub fn kubeconfig(&self, server_url: &str) -> Result<String> {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
@@ -314,6 +330,16 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// kubeadm's CA pin: `sha256:<hex>` of the DER SubjectPublicKeyInfo of the first
+/// certificate in `ca_pem` (`None` when it is not a certificate).
+pub fn ca_cert_hash(ca_pem: &str) -> Option<String> {
+    let der = pem_cert(ca_pem, "CA certificate").ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("sha256:{hex}"))
 }
 
 /// The user a client certificate names: CN is the user, each O a group, plus

@@ -62,7 +62,7 @@ fn go_query_bool(v: &str) -> bool {
 }
 
 /// Query pairs, decoded, skipping empty pairs (`?&watch=true`). A leading `?` is tolerated.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     let q = query.strip_prefix('?').unwrap_or(query);
     form_urlencoded::parse(q.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))

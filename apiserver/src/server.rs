@@ -32,6 +32,8 @@ pub struct Server {
     pub url: String,
     /// The certificates it serves with.
     pub pki: Arc<Pki>,
+    /// The join token for `minik8s agent --token` (also in `<data-dir>/node-token`).
+    pub join_token: String,
     /// Kubeconfigs (mode 0600) with the scheduler's, controller manager's and proxy's own
     /// identities; RBAC grants each its upstream role.
     pub components: crate::auth::identities::ComponentKubeconfigs,
@@ -114,6 +116,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         crate::auth::Security::new(&cfg, &data_dir, &registry, &pki.ca_cert_pem)
             .context("cannot set up authentication")?,
     );
+    let node_indexer = security
+        .node
+        .as_ref()
+        .map(|n| n.spawn_indexer(shutdown.clone()));
     let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
     let compactor = storage::spawn_compactor(
         backend.clone(),
@@ -153,6 +159,19 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
     let components = crate::auth::identities::write_components(&pki, &url, &data_dir)
         .context("cannot write the component kubeconfigs")?;
+    let join_token =
+        crate::auth::bootstrap_token::ensure_join_token(&registry, &data_dir, &pki.ca_cert_pem)
+            .await
+            .context("cannot create the join token")?;
+    crate::auth::bootstrap_token::publish_cluster_info(&registry, &url, &pki.ca_cert_pem)
+        .await
+        .context("cannot publish kube-public/cluster-info")?;
+    let csr_controller = crate::certificates::spawn_controller(
+        registry.clone(),
+        security.clone(),
+        pki.clone(),
+        shutdown.clone(),
+    );
 
     let mut state = ApiState::new(registry, url.clone(), shutdown.clone()).with_security(security);
     state.kubelet_tls = Some(
@@ -166,7 +185,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         acceptor,
         state,
         shutdown.clone(),
-        vec![feeder, finalizer, compactor, aggregator],
+        [feeder, finalizer, compactor, aggregator, csr_controller]
+            .into_iter()
+            .chain(node_indexer)
+            .collect(),
     ));
     tracing::info!(%addr, "API server listening");
     Ok(Server {
@@ -174,6 +196,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         kubeconfig,
         url,
         pki,
+        join_token,
         components,
         data_dir,
         task,

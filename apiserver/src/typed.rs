@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 
 fn rt<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Result<Value, String>> {
@@ -46,6 +46,9 @@ pub fn roundtrip(group: &str, kind: &str, v: &Value) -> Option<Result<Value, Str
         ("batch", "Job") => rt::<batch::Job>(v),
         ("batch", "CronJob") => rt::<batch::CronJob>(v),
         ("coordination.k8s.io", "Lease") => rt::<coordination::Lease>(v),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            rt::<certificates::CertificateSigningRequest>(v)
+        }
         ("discovery.k8s.io", "EndpointSlice") => rt::<discovery::EndpointSlice>(v),
         ("events.k8s.io", "Event") => rt::<events::Event>(v),
         ("autoscaling", "HorizontalPodAutoscaler") => rt::<autoscaling::HorizontalPodAutoscaler>(v),

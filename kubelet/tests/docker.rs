@@ -61,10 +61,12 @@ impl Cluster {
         )
         .await
         .expect("create namespace");
+        // The kubelet runs as system:node:<node>: the Node authorizer and NodeRestriction apply.
+        let kubeconfig = server.node_kubeconfig(&node).expect("node kubeconfig");
         let mut c = Cluster {
             root: dir.path().join("kubelet"),
             _dir: dir,
-            kubeconfig: server.kubeconfig.clone(),
+            kubeconfig,
             client,
             node,
             ns,

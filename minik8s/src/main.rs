@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod agent;
+
 /// A Kubernetes-compatible API server and node agent in one binary.
 #[derive(Parser)]
 #[command(name = "minik8s", version, propagate_version = true)]
@@ -28,6 +30,8 @@ enum Command {
     /// controller-manager, the scheduler and (unless --disable-agent) this node's kubelet
     /// and proxy
     Server(ServerArgs),
+    /// Join this machine to a cluster with the server's join token and run its kubelet
+    Agent(Box<agent::AgentArgs>),
     /// Run only the scheduler against an API server (--kubeconfig)
     Scheduler(scheduler::Config),
     /// Run only the controller-manager against an API server (--kubeconfig)
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Server(args) => block_on(server(args)),
+        Command::Agent(args) => block_on(component("agent", agent::run, *args)),
         Command::Scheduler(cfg) => block_on(component("scheduler", scheduler::run, cfg)),
         Command::ControllerManager(cfg) => {
             block_on(component("controller-manager", controllers::run, cfg))
@@ -202,10 +207,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let components = shutdown.child_token();
     let mut tasks = Vec::new();
-    let client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
+    // Each component runs with its own identity (client certificate) and only what RBAC
+    // and the Node authorizer grant it. The controller-manager's loops create and update
+    // what users own, so it keeps the admin identity until it has per-controller accounts.
     if !args.disable_controller_manager {
         let mut cfg: controllers::Config = default_args()?;
-        cfg.client = client.clone();
+        cfg.client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
         tasks.push(supervise(
             "controller-manager",
             cfg,
@@ -215,7 +222,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_scheduler {
         let mut cfg: scheduler::Config = default_args()?;
-        cfg.client = client.clone();
+        cfg.client = client::ClientArgs::with_kubeconfig(&server.components.scheduler);
         tasks.push(supervise(
             "scheduler",
             cfg,
@@ -225,7 +232,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_agent {
         let mut cfg: kubelet::Config = default_args()?;
-        cfg.client = client.clone();
+        cfg.client = client::ClientArgs::with_kubeconfig(server.node_kubeconfig(&cfg.node_name())?);
         // Everything the server keeps lives under its data dir, the kubelet's volumes too.
         cfg.root_dir = data_dir.join("kubelet");
         if !args.disable_controller_manager {
@@ -253,6 +260,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     eprintln!("minik8s API server listening on https://{addr}");
     eprintln!("kubeconfig: {}", kubeconfig.display());
     eprintln!("export KUBECONFIG={}; kubectl get ns", kubeconfig.display());
+    let node_token = data_dir.join("node-token");
+    eprintln!("join token: {}", node_token.display());
+    eprintln!(
+        "join a node: minik8s agent --server {} --token $(cat {})",
+        server.url,
+        node_token.display()
+    );
 
     let wait = server.wait();
     tokio::pin!(wait);

@@ -46,7 +46,8 @@ impl Env {
             .await?;
         Ok(Env {
             client,
-            kubeconfig: server.kubeconfig.clone(),
+            // The scheduler runs as system:kube-scheduler, with only its RBAC role.
+            kubeconfig: server.components.scheduler.clone(),
             shutdown,
             server: Some(server),
             _dir: dir,

@@ -1,7 +1,7 @@
 //! Admission: the plugins that run on a create or update after authorization and before
 //! storage, mutating ones first, then validating ones, as upstream's default plugin order:
-//! ServiceAccount, LimitRanger (defaults), PodSecurity, mutating webhooks, LimitRanger
-//! (limits), RBAC escalation checks, ResourceQuota, validating webhooks.
+//! ServiceAccount, LimitRanger (defaults), mutating webhooks, NodeRestriction, PodSecurity,
+//! LimitRanger (limits), RBAC escalation checks, ResourceQuota, validating webhooks.
 //! NamespaceLifecycle lives in the store; DefaultTolerationSeconds in the pod strategy.
 
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::registry::ResourceInfo;
 use crate::watch_cache::Filter;
 
 pub mod limit_ranger;
+pub mod node_restriction;
 pub mod pod_security;
 pub mod quantity;
 pub mod resource_quota;
@@ -117,10 +118,18 @@ pub async fn admit(state: &Arc<ApiState>, a: &Attributes<'_>, obj: &mut Value) -
     if enabled("LimitRanger") && pod && a.operation == Operation::Create {
         limit_ranger::default_pod(state, a, obj).await?;
     }
+    if a.is(crate::certificates::GROUP, "certificatesigningrequests")
+        && a.operation == Operation::Create
+    {
+        crate::certificates::set_requestor(a.user, obj);
+    }
     if enabled("MutatingAdmissionWebhook") {
         webhook::call(state, a, obj, true).await?;
     }
     // Validating.
+    if enabled("NodeRestriction") {
+        node_restriction::admit(state, a, obj).await?;
+    }
     if enabled("PodSecurity") && pod {
         pod_security::validate(state, a, obj).await?;
     }

@@ -58,7 +58,8 @@ pub fn write(pki: &Pki, url: &str, user: &str, groups: &[&str], path: &Path) -> 
     })
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path` atomically with mode 0600, creating parent directories.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(parent) = path.parent() {

@@ -17,9 +17,11 @@ use crate::registry::stores::Registry;
 use crate::request_info::RequestInfo;
 
 pub mod audit;
+pub mod bootstrap_token;
 pub mod escalation;
 pub mod identities;
 pub mod jwt;
+pub mod node;
 pub mod policy;
 pub mod rbac;
 pub mod reviews;
@@ -93,11 +95,15 @@ pub enum SetupError {
 /// Everything the request path needs to authenticate, authorize and audit.
 pub struct Security {
     tokens: HashMap<String, User>,
+    /// Secrets, where bootstrap tokens live.
+    secrets: Option<Arc<crate::watch_cache::WatchCache>>,
     /// Service-account token issuer and validator.
     pub service_accounts: Option<serviceaccount::Tokens>,
     anonymous: bool,
     /// `None` only when RBAC resources are not served (every request allowed).
     pub rbac: Option<Rbac>,
+    /// The Node authorizer, asked before RBAC (`--authorization-mode=Node,RBAC`).
+    pub node: Option<node::NodeAuthorizer>,
     pub audit: Option<audit::AuditLog>,
     /// The cluster CA (PEM), published to pods as `kube-root-ca.crt`.
     pub ca_pem: String,
@@ -208,6 +214,7 @@ impl Security {
         };
         Ok(Security {
             tokens,
+            secrets: registry.store("", "v1", "secrets").map(|s| s.cache.clone()),
             service_accounts: Some(serviceaccount::Tokens::new(
                 signer,
                 cfg.service_account_issuer.clone(),
@@ -216,6 +223,7 @@ impl Security {
             )),
             anonymous: cfg.anonymous_auth,
             rbac: Rbac::new(registry),
+            node: node::NodeAuthorizer::new(registry, policy::role_rules("system:node")),
             audit,
             ca_pem: ca_pem.to_string(),
             disabled_admission: cfg.disable_admission_plugins.clone(),
@@ -227,9 +235,11 @@ impl Security {
     pub fn certificates_only() -> Self {
         Security {
             tokens: HashMap::new(),
+            secrets: None,
             service_accounts: None,
             anonymous: false,
             rbac: None,
+            node: None,
             audit: None,
             ca_pem: String::new(),
             disabled_admission: Vec::new(),
@@ -250,6 +260,13 @@ impl Security {
         if audiences.is_empty() {
             if let Some(u) = self.tokens.get(token) {
                 return Ok(Some(u.clone()));
+            }
+            if let Some(u) = self
+                .secrets
+                .as_ref()
+                .and_then(|s| bootstrap_token::authenticate(s, token))
+            {
+                return Ok(Some(u));
             }
         }
         if jwt::looks_like_jwt(token) {
@@ -289,15 +306,25 @@ impl Security {
         }
     }
 
-    /// Authorizes `a` for `user`: `Ok(reason)` or a 403 with upstream's wording.
+    /// Authorizes `a` for `user` with the Node authorizer, then RBAC: `Ok(reason)` or a
+    /// 403 with upstream's wording (the reasons of every authorizer that said no).
     pub fn authorize(&self, user: &User, a: &Attributes) -> Result<String> {
         let Some(rbac) = &self.rbac else {
             return Ok(String::new());
         };
+        let mut reasons = Vec::new();
+        match self.node.as_ref().and_then(|n| n.authorize(user, a)) {
+            Some(node::Decision::Allow) => return Ok(String::new()),
+            Some(node::Decision::NoOpinion(r)) if !r.is_empty() => reasons.push(r),
+            _ => {}
+        }
         rbac.authorize(user, a).map_err(|reason| {
-            let mut message = rbac::forbidden_message(&user.name, a);
             if !reason.is_empty() {
-                message = format!("{message}: {reason}");
+                reasons.push(reason);
+            }
+            let mut message = rbac::forbidden_message(&user.name, a);
+            if !reasons.is_empty() {
+                message = format!("{message}: {}", reasons.join("\n"));
             }
             Error::Forbidden {
                 resource: qualified(&a.resource, &a.api_group),
@@ -353,7 +380,7 @@ impl Security {
                     resource: resource.into(),
                     subresource: sub.into(),
                     name: n.into(),
-                    path: String::new(),
+                    ..Default::default()
                 },
             )
         };
@@ -427,6 +454,11 @@ pub fn attributes(info: &RequestInfo, query: &str) -> Attributes {
         subresource: info.subresource.clone(),
         name,
         path: info.path.clone(),
+        field_selector: crate::request_info::query_pairs(query)
+            .into_iter()
+            .find(|(k, _)| k == "fieldSelector")
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
     }
 }
 

@@ -33,7 +33,7 @@ fn bootstrap_meta(name: &str, labels: Map<String, Value>) -> Value {
     json!({
         "name": name,
         "labels": labels,
-        "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        "annotations": {AUTOUPDATE: "true"},
     })
 }
 
@@ -118,6 +118,17 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
     (roles, bindings)
 }
 
+/// The rules of bootstrap ClusterRole `name` (empty when there is none).
+pub fn role_rules(name: &str) -> Vec<PolicyRule> {
+    objects()
+        .0
+        .into_iter()
+        .find(|r| crate::object::meta_str(r, "name") == name)
+        .and_then(|r| r.get("rules").cloned())
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default()
+}
+
 fn push_rule(roles: &mut [Value], rule: PolicyRule) {
     if let Some(rules) = roles
         .last_mut()
@@ -128,21 +139,168 @@ fn push_rule(roles: &mut [Value], rule: PolicyRule) {
     }
 }
 
-/// Creates the bootstrap roles and bindings that do not exist yet.
+/// The annotation that, set to `"false"`, stops the server from reconciling a bootstrap object.
+pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+/// Creates the bootstrap roles and bindings and reconciles existing ones as upstream's
+/// `rbac/bootstrap-roles` post-start hook does: missing rules, aggregation selectors,
+/// subjects, labels and annotations are added (nothing is removed) unless the object is
+/// annotated `rbac.authorization.k8s.io/autoupdate: "false"`.
 pub async fn bootstrap(registry: &Registry) -> Result<()> {
     let (roles, bindings) = objects();
-    for (plural, objs) in [("clusterroles", roles), ("clusterrolebindings", bindings)] {
+    for (plural, objs, merge) in [
+        (
+            "clusterroles",
+            roles,
+            reconcile_role as fn(&Value, &Value) -> Option<Value>,
+        ),
+        ("clusterrolebindings", bindings, reconcile_binding),
+    ] {
         let Some(store) = registry.store(GROUP, "v1", plural) else {
             continue;
         };
         for o in objs {
-            match store.create("", o, &WriteOptions::default()).await {
-                Ok(_) | Err(Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            reconcile(store, o, merge).await?;
         }
     }
     Ok(())
+}
+
+async fn reconcile(
+    store: &crate::registry::store::Store,
+    expected: Value,
+    merge: fn(&Value, &Value) -> Option<Value>,
+) -> Result<()> {
+    let name = crate::object::meta_str(&expected, "name").to_string();
+    match store
+        .create("", expected.clone(), &WriteOptions::default())
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let updated = store
+        .guaranteed_update("", &name, None, &WriteOptions::default(), |old| {
+            Ok(merge(old, &expected).unwrap_or_else(|| old.clone()))
+        })
+        .await;
+    match updated {
+        Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn protected(o: &Value) -> bool {
+    o.pointer("/metadata/annotations")
+        .and_then(|a| a.get(AUTOUPDATE))
+        .and_then(Value::as_str)
+        == Some("false")
+}
+
+/// Adds the expected labels and annotations the object lacks (its own values win).
+fn merge_meta(out: &mut Value, expected: &Value) {
+    for field in ["labels", "annotations"] {
+        let Some(want) = expected
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        let meta = crate::object::meta_mut(out);
+        let have = meta.entry(field).or_insert_with(|| json!({}));
+        if !have.is_object() {
+            *have = json!({});
+        }
+        if let Some(have) = have.as_object_mut() {
+            for (k, v) in want {
+                have.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+}
+
+/// The reconciled form of an existing bootstrap ClusterRole, `None` when it is protected.
+pub fn reconcile_role(existing: &Value, expected: &Value) -> Option<Value> {
+    if protected(existing) {
+        return None;
+    }
+    let mut out = existing.clone();
+    merge_meta(&mut out, expected);
+    if let Some(want) = expected
+        .pointer("/aggregationRule/clusterRoleSelectors")
+        .and_then(Value::as_array)
+    {
+        // Aggregated roles get their rules from the aggregator; only selectors are reconciled.
+        let mut have: Vec<Value> = out
+            .pointer("/aggregationRule/clusterRoleSelectors")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for s in want {
+            if !have.contains(s) {
+                have.push(s.clone());
+            }
+        }
+        out["aggregationRule"] = json!({"clusterRoleSelectors": have});
+        return Some(out);
+    }
+    let mut have: Vec<PolicyRule> = out
+        .get("rules")
+        .cloned()
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default();
+    let want: Vec<PolicyRule> = expected
+        .get("rules")
+        .cloned()
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default();
+    for rule in want {
+        if !PolicyRule::covers(&have, &rule) {
+            have.push(rule);
+        }
+    }
+    out["rules"] = serde_json::to_value(have).unwrap_or_else(|_| json!([]));
+    Some(out)
+}
+
+/// The reconciled form of an existing bootstrap ClusterRoleBinding (missing subjects
+/// added), `None` when it is protected or points at another role (left for an admin).
+pub fn reconcile_binding(existing: &Value, expected: &Value) -> Option<Value> {
+    if protected(existing) {
+        return None;
+    }
+    if existing.get("roleRef") != expected.get("roleRef") {
+        tracing::warn!(
+            binding = crate::object::meta_str(existing, "name"),
+            "bootstrap ClusterRoleBinding refers to another role; not reconciled"
+        );
+        return None;
+    }
+    let mut out = existing.clone();
+    merge_meta(&mut out, expected);
+    let mut have: Vec<Value> = out
+        .get("subjects")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for s in expected
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        fn key(s: &Value) -> [&str; 3] {
+            ["kind", "name", "namespace"].map(|f| s.get(f).and_then(Value::as_str).unwrap_or(""))
+        }
+        if !have.iter().any(|h| key(h) == key(s)) {
+            have.push(s.clone());
+        }
+    }
+    if !have.is_empty() {
+        out["subjects"] = json!(have);
+    }
+    Some(out)
 }
 
 /// The rules an aggregated ClusterRole should hold: the union, in order and without
@@ -298,5 +456,28 @@ mod tests {
             .find(|r| r["metadata"]["name"] == "admin")
             .unwrap();
         assert!(admin["aggregationRule"].is_object());
+    }
+}
+
+#[cfg(test)]
+mod reconcile_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn protected_roles_are_not_reconciled() {
+        let (roles, _) = objects();
+        let expected = roles
+            .iter()
+            .find(|r| r["metadata"]["name"] == "system:basic-user")
+            .unwrap();
+        let mut existing = expected.clone();
+        existing["rules"] = json!([]);
+        let fixed = reconcile_role(&existing, expected).unwrap();
+        assert_eq!(fixed["rules"], expected["rules"]);
+        existing["metadata"]["annotations"][AUTOUPDATE] = json!("false");
+        assert!(reconcile_role(&existing, expected).is_none());
+        existing["metadata"]["annotations"] = json!({AUTOUPDATE: "false"});
+        assert!(reconcile_role(&existing, expected).is_none());
     }
 }

@@ -49,6 +49,8 @@ pub struct Attributes {
     pub name: String,
     /// The path, for non-resource requests.
     pub path: String,
+    /// The raw `fieldSelector` of a list or watch (the Node authorizer scopes pods by it).
+    pub field_selector: String,
 }
 
 fn has_all_or(list: &[String], want: &str) -> bool {

@@ -77,7 +77,12 @@ fn spec_attributes(spec: &Value) -> Result<Attributes> {
             resource: str_of(r, "resource").into(),
             subresource: str_of(r, "subresource").into(),
             name: str_of(r, "name").into(),
-            path: String::new(),
+            field_selector: r
+                .pointer("/fieldSelector/rawSelector")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .into(),
+            ..Default::default()
         });
     }
     if let Some(n) = spec.get("nonResourceAttributes").filter(|r| r.is_object()) {
@@ -167,6 +172,16 @@ pub async fn serve(
     let out = match info.resource.as_str() {
         "serviceaccounts" => {
             let sa = sec.service_accounts.as_ref().ok_or(Error::NotFoundPath)?;
+            if sec.admission_enabled("NodeRestriction") {
+                crate::admission::node_restriction::admit_token_request(
+                    state,
+                    user,
+                    &info.namespace,
+                    &info.name,
+                    &body,
+                )
+                .await?;
+            }
             sa.token_request(&info.namespace, &info.name, body).await?
         }
         "selfsubjectreviews" => answer(

@@ -667,8 +667,13 @@ async fn resource(
         "patch" => {
             let ct = content_type(&req);
             let opts = write_options(q)?;
+            let user = crate::auth::request_user(&req);
+            let restrict = state
+                .security
+                .admission_enabled("NodeRestriction")
+                .then_some(&user);
             let body = read_body(req).await?;
-            patch(&store, &ns, &name, sub, &ct, &body, &opts, q).await
+            patch(&store, &ns, &name, sub, &ct, &body, &opts, q, restrict).await
         }
         "delete" => {
             let ct = content_type(&req);
@@ -754,6 +759,7 @@ async fn patch(
     body: &[u8],
     opts: &WriteOptions,
     q: &Query,
+    node_restriction: Option<&crate::auth::User>,
 ) -> Result<Response<Body>> {
     let patch: Value = serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice::<Value>(body))
@@ -786,6 +792,27 @@ async fn patch(
         .guaranteed_update(ns, name, sub, opts, |old| {
             let mut new = old.clone();
             apply_patch(kind, &mut new, &patch, patch_schema(store, sub))?;
+            if let Some(user) = node_restriction {
+                let w = crate::admission::node_restriction::Write {
+                    group: store.info.group,
+                    plural: store.info.plural,
+                    subresource: match sub {
+                        Some(Subresource::Status) => "status",
+                        _ => "",
+                    },
+                    namespace: ns,
+                    operation: crate::admission::Operation::Update,
+                    old: Some(old),
+                    new: &new,
+                };
+                crate::admission::node_restriction::check(user, &w).map_err(|message| {
+                    Error::Forbidden {
+                        resource: store.info.qualified_resource(),
+                        name: name.to_string(),
+                        message,
+                    }
+                })?;
+            }
             let w = field_validation(store, q, &new)?;
             if let Ok(mut all) = warnings.lock() {
                 *all = w;

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::{
     admissionregistration::v1 as admissionregistration, apps::v1 as apps,
-    autoscaling::v2 as autoscaling, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    autoscaling::v2 as autoscaling, certificates::v1 as certificates,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    networking::v1 as networking, policy::v1 as policy, scheduling::v1 as scheduling,
+    storage::v1 as storage,
 };
 
 use super::strategies::apps::{
@@ -283,6 +284,20 @@ pub fn resources() -> Vec<ResourceInfo> {
             NO_SUB,
             Basic::<coordination::Lease>::namespaced().with_check(st::check_lease),
         ),
+        // certificates.k8s.io/v1
+        info(
+            grp(
+                "certificates.k8s.io",
+                "v1",
+                "CertificateSigningRequest",
+                "certificatesigningrequests",
+                &["csr"],
+            ),
+            NONE,
+            false,
+            STATUS,
+            Basic::<certificates::CertificateSigningRequest>::cluster(),
+        ),
         // discovery.k8s.io/v1
         info(
             grp(
@@ -493,6 +508,6 @@ mod tests {
             find("apps", "deployments").map(|r| r.short_names),
             Some(&["deploy"][..])
         );
-        assert_eq!(rs.len(), 37);
+        assert_eq!(rs.len(), 38);
     }
 }
