@@ -25,7 +25,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: the API server over the embedded store or etcd, the
-    /// controller-manager, the scheduler and (unless --disable-agent) this node's kubelet
+    /// controller-manager, the scheduler, the cluster DNS and (unless --disable-agent) this
+    /// node's kubelet
     Server(ServerArgs),
     /// Run only the scheduler against an API server (--kubeconfig)
     Scheduler(scheduler::Config),
@@ -35,6 +36,9 @@ enum Command {
     Kubelet(kubelet::Config),
     /// Run only the proxy (Service VIPs as iptables rules) against an API server (--kubeconfig)
     Proxy(proxy::Config),
+    /// Run only the cluster DNS server (answers *.cluster.local, forwards the rest) against
+    /// an API server (--kubeconfig)
+    Dns(dns::Config),
     /// Print the version
     Version,
 }
@@ -64,6 +68,15 @@ struct ServerArgs {
     /// Do not run the controller-manager in this process
     #[arg(long)]
     disable_controller_manager: bool,
+
+    /// Do not run the cluster DNS server in this process
+    #[arg(long)]
+    disable_dns: bool,
+
+    /// With the DNS server: the port it listens on (UDP and TCP) on the host's primary
+    /// address; the kube-dns Service's endpoints point there
+    #[arg(long, default_value_t = 10053)]
+    dns_port: u16,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +106,7 @@ fn main() -> ExitCode {
         }
         Command::Kubelet(cfg) => block_on(component("kubelet", kubelet::run, cfg)),
         Command::Proxy(cfg) => block_on(component("proxy", proxy::run, cfg)),
+        Command::Dns(cfg) => block_on(component("dns", dns::run, cfg)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -217,6 +231,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             scheduler::run,
             components.clone(),
         ));
+    }
+    if !args.disable_dns {
+        let mut cfg: dns::Config = default_args()?;
+        cfg.client = client.clone();
+        cfg.port = args.dns_port;
+        tasks.push(supervise("dns", cfg, dns::run, components.clone()));
     }
     if !args.disable_agent {
         let mut cfg: kubelet::Config = default_args()?;
