@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod backoff;
+pub mod dns;
 pub mod docker;
 mod env;
 mod events;
@@ -103,6 +104,8 @@ pub struct Config {
     /// How often every pod is re-synced without a change (config map and secret volumes refresh then)
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub sync_frequency: Duration,
+    #[command(flatten)]
+    pub dns: dns::DnsConfig,
 }
 
 impl Default for Config {
@@ -121,6 +124,7 @@ impl Default for Config {
             simulated_completion_after: Duration::ZERO,
             node_status_update_frequency: Duration::from_secs(10),
             sync_frequency: Duration::from_secs(10),
+            dns: Default::default(),
         }
     }
 }
@@ -199,6 +203,7 @@ async fn run_docker(
             infra_image: cfg.pod_infra_container_image.clone(),
             sync_frequency: cfg.sync_frequency,
             allocatable: host.allocatable(),
+            dns: cfg.dns.clone(),
         },
     );
     let pods_task = tokio::spawn(pods.run(shutdown.clone()));

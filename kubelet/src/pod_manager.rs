@@ -31,6 +31,7 @@ pub struct Settings {
     pub infra_image: String,
     pub sync_frequency: Duration,
     pub allocatable: Allocatable,
+    pub dns: crate::dns::DnsConfig,
 }
 
 /// Starts the worker of one pod: (uid, updates, wake-up, shutdown).
