@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod backoff;
+pub mod dns;
 pub mod docker;
 mod env;
 mod events;
@@ -115,6 +116,8 @@ pub struct Config {
     /// Route the other nodes' podCIDRs via their InternalIPs (host-gw) when they are on other hosts
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub host_gw: bool,
+    #[command(flatten)]
+    pub dns: dns::DnsConfig,
 }
 
 impl Default for Config {
@@ -136,6 +139,7 @@ impl Default for Config {
             cluster_cidr: "10.244.0.0/16".into(),
             pod_cidr_timeout: Duration::ZERO,
             host_gw: true,
+            dns: Default::default(),
         }
     }
 }
@@ -230,6 +234,7 @@ async fn run_docker(
             sync_frequency: cfg.sync_frequency,
             allocatable: host.allocatable(),
             pod_network: std::sync::Arc::new(pod_network),
+            dns: cfg.dns.clone(),
         },
     );
     let pods_task = tokio::spawn(pods.run(shutdown.clone()));

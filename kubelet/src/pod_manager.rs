@@ -33,6 +33,7 @@ pub struct Settings {
     pub allocatable: Allocatable,
     /// The node's pod network, which sandboxes join.
     pub pod_network: Arc<crate::network::PodNetwork>,
+    pub dns: crate::dns::DnsConfig,
 }
 
 /// Starts the worker of one pod: (uid, updates, wake-up, shutdown).

@@ -721,6 +721,23 @@ impl PodWorker {
             Ok(m) => mounts.push(m),
             Err(e) => tracing::warn!(container = %c.name, error = %e, "termination-log file"),
         }
+        let (root, dns) = (&self.settings.root_dir, &self.settings.dns);
+        match crate::dns::container_mounts(dns, root, &self.uid, pod, pod_ip, c).await {
+            Ok(m) => mounts.extend(m),
+            Err(msg) => {
+                self.events
+                    .pod(pod, fp, true, "DNSConfigForming", msg.clone());
+                let reason = "CreateContainerConfigError".into();
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason,
+                        message: msg,
+                    },
+                );
+                return false;
+            }
+        }
         let body = self.container_body(pod, c, kind, attempt, &envs, mounts, sandbox);
         let name = container_name(&self.settings.node_name, &c.name, pod, attempt);
         let id = match self.docker.create(&name, body).await {

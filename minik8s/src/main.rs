@@ -27,8 +27,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: the API server over the embedded store or etcd, the
-    /// controller-manager, the scheduler and (unless --disable-agent) this node's kubelet
-    /// and proxy
+    /// controller-manager, the scheduler, the cluster DNS and (unless --disable-agent) this
+    /// node's kubelet and proxy
     Server(ServerArgs),
     /// Join this machine to a cluster with the server's join token and run its kubelet
     Agent(Box<agent::AgentArgs>),
@@ -40,6 +40,9 @@ enum Command {
     Kubelet(kubelet::Config),
     /// Run only the proxy (Service VIPs as iptables rules) against an API server (--kubeconfig)
     Proxy(proxy::Config),
+    /// Run only the cluster DNS server (answers *.cluster.local, forwards the rest) against
+    /// an API server (--kubeconfig)
+    Dns(dns::Config),
     /// Print the version
     Version,
 }
@@ -73,6 +76,15 @@ struct ServerArgs {
     /// Do not run the controller-manager in this process
     #[arg(long)]
     disable_controller_manager: bool,
+
+    /// Do not run the cluster DNS server in this process
+    #[arg(long)]
+    disable_dns: bool,
+
+    /// With the DNS server: the port it listens on (UDP and TCP) on the host's primary
+    /// address; the kube-dns Service's endpoints point there
+    #[arg(long, default_value_t = 10053)]
+    dns_port: u16,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +115,7 @@ fn main() -> ExitCode {
         }
         Command::Kubelet(cfg) => block_on(component("kubelet", kubelet::run, cfg)),
         Command::Proxy(cfg) => block_on(component("proxy", proxy::run, cfg)),
+        Command::Dns(cfg) => block_on(component("dns", dns::run, cfg)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -229,6 +242,14 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             scheduler::run,
             components.clone(),
         ));
+    }
+    if !args.disable_dns {
+        let mut cfg: dns::Config = default_args()?;
+        // It also writes the kube-dns Service and its EndpointSlice, which system:kube-dns
+        // (read-only) does not allow: admin until it has a role of its own.
+        cfg.client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
+        cfg.port = args.dns_port;
+        tasks.push(supervise("dns", cfg, dns::run, components.clone()));
     }
     if !args.disable_agent {
         let mut cfg: kubelet::Config = default_args()?;
