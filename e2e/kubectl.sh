@@ -109,6 +109,21 @@ fail() {
     sed 's/^/    | /' <<<"$3"
     echo "  actual:   exit $RC, output:"
     sed 's/^/    | /' <<<"$OUT"
+    diagnose
+}
+
+# diagnose: once per scenario, after its first failure, show what the cluster saw (the
+# scenario namespace's events and the server's recent warnings), since CI keeps no temp dir.
+DIAGNOSED=
+diagnose() {
+    [[ $DIAGNOSED != "$SCENARIO" ]] || return 0
+    DIAGNOSED=$SCENARIO
+    if [[ -n ${NS:-} ]]; then
+        echo "  events in namespace $NS:"
+        { k get events -n "$NS" -o 'custom-columns=TIME:.lastTimestamp,TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message' 2>&1 || true; } | tail -n 20 | sed 's/^/    | /'
+    fi
+    echo "  server warnings and errors (last 30):"
+    { grep -E ' (WARN|ERROR) ' "$TMP/server.log" || true; } | tail -n 30 | sed 's/^/    | /'
 }
 
 # run CMD...: OUT = stdout and stderr, RC = exit code, CMD = the command, quoted.

@@ -64,6 +64,7 @@ struct Ctx {
 async fn run(cc: ControllerContext) -> anyhow::Result<()> {
     let sets = cc.informers.get::<DaemonSet>();
     let pods = cc.informers.get::<Pod>();
+    let seen_pods = pods.seen_revision();
     let nodes = cc.informers.get::<Node>();
     let revisions = cc.informers.get::<ControllerRevision>();
     let store = sets.store();
@@ -79,7 +80,7 @@ async fn run(cc: ControllerContext) -> anyhow::Result<()> {
         pods,
         nodes,
         revisions,
-        expectations: Expectations::default(),
+        expectations: Expectations::tracking(seen_pods),
     });
     harness.run(reconcile, ctx).await;
     Ok(())
@@ -567,7 +568,11 @@ async fn sync_nodes(
         }
         match api.create(&PostParams::default(), &pod).await {
             Ok(p) => {
-                ctx.expectations.expect_creation(&d.key, &p.name_any());
+                ctx.expectations.expect_creation_at(
+                    &d.key,
+                    &p.name_any(),
+                    p.metadata.resource_version.as_deref(),
+                );
                 ctx.events.normal(
                     d.ds,
                     "SuccessfulCreate",

@@ -42,6 +42,7 @@ struct Ctx {
 async fn run(cc: ControllerContext) -> anyhow::Result<()> {
     let jobs = cc.informers.get::<Job>();
     let pods = cc.informers.get::<Pod>();
+    let seen_pods = pods.seen_revision();
     let harness = Harness::new("job-controller", &jobs, &cc.shutdown)
         .owns(&pods)
         .resync_every(Duration::from_secs(30));
@@ -49,7 +50,7 @@ async fn run(cc: ControllerContext) -> anyhow::Result<()> {
         events: EventRecorder::new(cc.client.clone(), "job-controller"),
         cc,
         pods,
-        expectations: Expectations::default(),
+        expectations: Expectations::tracking(seen_pods),
     });
     harness.run(reconcile, ctx).await;
     Ok(())
@@ -409,7 +410,11 @@ async fn create_pods(
         async move {
             match api.create(&PostParams::default(), &pod).await {
                 Ok(p) => {
-                    ctx.expectations.expect_creation(key, &p.name_any());
+                    ctx.expectations.expect_creation_at(
+                        key,
+                        &p.name_any(),
+                        p.metadata.resource_version.as_deref(),
+                    );
                     ctx.events.normal(
                         &**job,
                         "SuccessfulCreate",

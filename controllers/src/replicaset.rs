@@ -117,6 +117,7 @@ struct Ctx<K: Cached> {
 async fn run<K: ReplicaOwner>(cc: ControllerContext, name: &'static str) -> anyhow::Result<()> {
     let owners = cc.informers.get::<K>();
     let pods = cc.informers.get::<Pod>();
+    let seen_pods = pods.seen_revision();
     let store = owners.store();
     let harness = Harness::new(name, &owners, &cc.shutdown)
         .watches(&pods, move |pod: &Pod| owners_of(&store, pod))
@@ -126,7 +127,7 @@ async fn run<K: ReplicaOwner>(cc: ControllerContext, name: &'static str) -> anyh
         cc,
         _kind: std::marker::PhantomData,
         pods,
-        expectations: Expectations::default(),
+        expectations: Expectations::tracking(seen_pods),
     });
     harness.run(reconcile::<K>, ctx).await;
     Ok(())
@@ -237,7 +238,11 @@ async fn manage_replicas<K: ReplicaOwner>(
             async move {
                 match pod_api.create(&PostParams::default(), &pod).await {
                     Ok(p) => {
-                        ctx.expectations.expect_creation(key, &p.name_any());
+                        ctx.expectations.expect_creation_at(
+                            key,
+                            &p.name_any(),
+                            p.metadata.resource_version.as_deref(),
+                        );
                         ctx.events.normal(
                             &**rs,
                             "SuccessfulCreate",

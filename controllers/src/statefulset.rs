@@ -53,6 +53,7 @@ struct Ctx {
 async fn run(cc: ControllerContext) -> anyhow::Result<()> {
     let sets = cc.informers.get::<StatefulSet>();
     let pods = cc.informers.get::<Pod>();
+    let seen_pods = pods.seen_revision();
     let revisions = cc.informers.get::<ControllerRevision>();
     let claims = cc.informers.get::<PersistentVolumeClaim>();
     let harness = Harness::new(NAME, &sets, &cc.shutdown)
@@ -66,7 +67,7 @@ async fn run(cc: ControllerContext) -> anyhow::Result<()> {
         pods,
         revisions,
         claims,
-        expectations: Expectations::default(),
+        expectations: Expectations::tracking(seen_pods),
     });
     harness.run(reconcile, ctx).await;
     Ok(())
@@ -413,7 +414,12 @@ async fn create_pod(s: &Set<'_>, pod: Pod, ordinal: i32, api: &Api<Pod>, ctx: &C
     create_claims(s, &pod_name, ordinal, ctx).await?;
     ctx.expectations.expect_creation(&s.key, &pod_name);
     match api.create(&PostParams::default(), &pod).await {
-        Ok(_) => {
+        Ok(created) => {
+            ctx.expectations.expect_creation_at(
+                &s.key,
+                &pod_name,
+                created.metadata.resource_version.as_deref(),
+            );
             ctx.events.normal(
                 s.set,
                 "SuccessfulCreate",

@@ -10,6 +10,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
@@ -38,6 +39,7 @@ impl<K> Cached for K where
 pub struct Informer<K: Cached> {
     store: Store<K>,
     tx: broadcast::Sender<Arc<K>>,
+    seen: Arc<AtomicU64>,
 }
 
 impl<K: Cached> Clone for Informer<K> {
@@ -45,6 +47,7 @@ impl<K: Cached> Clone for Informer<K> {
         Informer {
             store: self.store.clone(),
             tx: self.tx.clone(),
+            seen: self.seen.clone(),
         }
     }
 }
@@ -55,6 +58,8 @@ impl<K: Cached> Informer<K> {
         let (store, mut writer) = reflector::store::<K>();
         let (tx, _) = broadcast::channel(BUFFER);
         let feed = tx.clone();
+        let seen = Arc::new(AtomicU64::new(0));
+        let seen_by_feed = seen.clone();
         let cfg = watcher::Config::default().any_semantic().page_size(500);
         tokio::spawn(async move {
             let stream = watcher(api, cfg).default_backoff().modify(|o| {
@@ -64,6 +69,8 @@ impl<K: Cached> Informer<K> {
             let mut stream = std::pin::pin!(stream);
             // Objects cached before a relist, to announce the ones that vanished meanwhile.
             let mut before: Vec<Arc<K>> = Vec::new();
+            // The newest revision among a relist's objects, published at InitDone.
+            let mut init_rv = 0u64;
             let reader = writer.as_reader();
             loop {
                 let event = tokio::select! {
@@ -78,24 +85,44 @@ impl<K: Cached> Informer<K> {
                         continue;
                     }
                 };
+                // The revision is published only once the cache holds the object (a relist's
+                // objects become visible at InitDone).
+                let rv = match &event {
+                    watcher::Event::Apply(o)
+                    | watcher::Event::Delete(o)
+                    | watcher::Event::InitApply(o) => o
+                        .meta()
+                        .resource_version
+                        .as_deref()
+                        .and_then(|r| r.parse::<u64>().ok())
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                let publish = |rv: u64| {
+                    seen_by_feed.fetch_max(rv, Ordering::AcqRel);
+                };
                 match &event {
                     watcher::Event::Init => before = reader.state(),
                     watcher::Event::Delete(o) => {
                         writer.apply_watcher_event(&event);
+                        publish(rv);
                         let _ = feed.send(Arc::new(o.clone()));
                         continue;
                     }
+                    watcher::Event::InitApply(_) => init_rv = init_rv.max(rv),
                     _ => {}
                 }
                 writer.apply_watcher_event(&event);
                 match event {
                     watcher::Event::Apply(o) => {
+                        publish(rv);
                         let key = ObjectRef::from_obj(&o);
                         if let Some(cached) = reader.get(&key) {
                             let _ = feed.send(cached);
                         }
                     }
                     watcher::Event::InitDone => {
+                        publish(std::mem::take(&mut init_rv));
                         for old in std::mem::take(&mut before) {
                             if reader.get(&ObjectRef::from_obj(&*old)).is_none() {
                                 let _ = feed.send(old);
@@ -109,7 +136,13 @@ impl<K: Cached> Informer<K> {
                 }
             }
         });
-        Informer { store, tx }
+        Informer { store, tx, seen }
+    }
+
+    /// The newest resourceVersion this informer has applied to its cache (0 before the
+    /// first object; resourceVersions that are not numbers are not counted).
+    pub fn seen_revision(&self) -> Arc<AtomicU64> {
+        self.seen.clone()
     }
 
     /// The cache (may lag the server; never write back what it returns without a resourceVersion).
