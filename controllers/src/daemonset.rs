@@ -281,15 +281,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let key = key_of(&*ds);
     let matcher = LabelMatcher::new(Some(&spec.selector))?;
     let all = ctx.pods.list_namespaced(&ns);
-    let cached: HashSet<String> = all.iter().map(|p| p.name_any()).collect();
-    let live: HashSet<String> = all
-        .iter()
-        .filter(|p| !is_terminating(p))
-        .filter_map(|p| p.uid())
-        .collect();
     if !ctx
         .expectations
-        .satisfied(&key, |n| cached.contains(n), |u| live.contains(u))
+        .satisfied_by(&key, &all, |p| !is_terminating(p))
     {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }

@@ -122,15 +122,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let matcher = LabelMatcher::new(spec.selector.as_ref())?;
     let pod_api: Api<Pod> = Api::namespaced(ctx.cc.client.clone(), &ns);
     let all = ctx.pods.list_namespaced(&ns);
-    let cached: HashSet<String> = all.iter().map(|p| p.name_any()).collect();
-    let live: HashSet<String> = all
-        .iter()
-        .filter(|p| is_pod_active(p))
-        .filter_map(|p| p.uid())
-        .collect();
-    let satisfied = ctx
-        .expectations
-        .satisfied(&key, |n| cached.contains(n), |u| live.contains(u));
+    let satisfied = ctx.expectations.satisfied_by(&key, &all, is_pod_active);
     let pods = claim(&pod_api, &*job, &matcher, all).await?;
 
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");

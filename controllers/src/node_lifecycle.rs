@@ -474,20 +474,11 @@ impl Controller {
         let ns = p.namespace().unwrap_or_default();
         let name = p.name_any();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let mut conds: Vec<PodCondition> = p
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        conds.retain(|c| c.type_ != "DisruptionTarget");
-        conds.push(PodCondition {
-            type_: "DisruptionTarget".into(),
-            status: "True".into(),
-            reason: Some("DeletionByTaintManager".into()),
-            message: Some("Taint manager: deleting due to NoExecute taint".into()),
-            last_transition_time: Some(Time(Timestamp::now())),
-            ..Default::default()
-        });
+        let conds = crate::common::pod::with_disruption_target(
+            p,
+            "DeletionByTaintManager",
+            "Taint manager: deleting due to NoExecute taint",
+        );
         let patch = json!({"status": {"conditions": conds}});
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))

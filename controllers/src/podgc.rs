@@ -6,9 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
@@ -142,20 +140,7 @@ async fn mark_failed(client: &Client, p: &Pod) -> anyhow::Result<()> {
     if pod::is_terminal(p) {
         return Ok(());
     }
-    let mut conds: Vec<PodCondition> = p
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    conds.retain(|c| c.type_ != "DisruptionTarget");
-    conds.push(PodCondition {
-        type_: "DisruptionTarget".into(),
-        status: "True".into(),
-        reason: Some("DeletionByPodGC".into()),
-        message: Some("PodGC: node no longer exists".into()),
-        last_transition_time: Some(Time(Timestamp::now())),
-        ..Default::default()
-    });
+    let conds = pod::with_disruption_target(p, "DeletionByPodGC", "PodGC: node no longer exists");
     let patch = json!({"status": {"phase": "Failed", "conditions": conds}});
     let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
     match api

@@ -3,7 +3,7 @@
 //! replicas / fullyLabeledReplicas / readyReplicas / availableReplicas / observedGeneration
 //! as upstream's `ReplicaSetController` does (the RC controller is the same loop).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,11 +162,7 @@ async fn reconcile<K: ReplicaOwner>(rs: Arc<K>, ctx: Arc<Ctx<K>>) -> Result<Acti
     let all: Vec<Arc<Pod>> = ctx.pods.list_namespaced(&ns);
     let active: Vec<Arc<Pod>> = all.iter().filter(|p| is_pod_active(p)).cloned().collect();
 
-    let cached: HashSet<String> = all.iter().map(|p| p.name_any()).collect();
-    let live_uids: HashSet<String> = active.iter().filter_map(|p| p.uid()).collect();
-    let satisfied =
-        ctx.expectations
-            .satisfied(&key, |n| cached.contains(n), |u| live_uids.contains(u));
+    let satisfied = ctx.expectations.satisfied_by(&key, &all, is_pod_active);
 
     let pod_api: Api<Pod> = Api::namespaced(ctx.cc.client.clone(), &ns);
     // A fresh look at the owner before adopting, as upstream's canAdopt does.

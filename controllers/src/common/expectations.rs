@@ -126,6 +126,23 @@ impl Expectations {
         })
     }
 
+    /// [`Expectations::satisfied`] against a cache listing: created names are looked up among
+    /// `cached`, deleted UIDs among the objects for which `live` holds.
+    pub fn satisfied_by<K: kube::ResourceExt>(
+        &self,
+        key: &str,
+        cached: &[Arc<K>],
+        live: impl Fn(&K) -> bool,
+    ) -> bool {
+        let names: HashSet<String> = cached.iter().map(|o| o.name_any()).collect();
+        let uids: HashSet<String> = cached
+            .iter()
+            .filter(|o| live(o))
+            .filter_map(|o| o.uid())
+            .collect();
+        self.satisfied(key, |n| names.contains(n), |u| uids.contains(u))
+    }
+
     /// Drops everything about `key` (its owner is gone).
     pub fn forget(&self, key: &str) {
         self.with(|m| {

@@ -1,10 +1,30 @@
 //! Pod helpers shared by the workload controllers: readiness, availability, activity,
 //! and building a pod from a template the way upstream's `PodControl` does.
 
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
+
+/// The pod's conditions with a `DisruptionTarget=True` condition (replacing any earlier
+/// one), as upstream writes before a disruptive delete.
+pub fn with_disruption_target(pod: &Pod, reason: &str, message: &str) -> Vec<PodCondition> {
+    let mut conds: Vec<PodCondition> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    conds.retain(|c| c.type_ != "DisruptionTarget");
+    conds.push(PodCondition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    });
+    conds
+}
 
 /// Whether the pod's Ready condition is True.
 pub fn is_pod_ready(pod: &Pod) -> bool {
