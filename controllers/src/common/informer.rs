@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -33,6 +34,55 @@ pub trait Cached:
 impl<K> Cached for K where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
+}
+
+/// Drops the parts of a pod that no controller reads, before it is cached (pods are the
+/// bulk of a controller-manager's memory). What stays: all of metadata but managedFields and
+/// the last-applied annotation; nodeName, hostname, subdomain, tolerations, affinity,
+/// nodeSelector, hostNetwork, overhead, restartPolicy, priority; each (init) container's name,
+/// image, ports and resources (quota, named target ports); the whole status. Cached pods
+/// are never written back, only patched, so nothing dropped here can be lost on the server.
+pub fn slim_pod(pod: &mut Pod) {
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        if a.is_empty() {
+            pod.metadata.annotations = None;
+        }
+    }
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let slim = |c: &mut Container| {
+        *c = Container {
+            name: std::mem::take(&mut c.name),
+            image: c.image.take(),
+            ports: c.ports.take(),
+            resources: c.resources.take(),
+            ..Default::default()
+        };
+    };
+    spec.containers.iter_mut().for_each(slim);
+    spec.init_containers.iter_mut().flatten().for_each(slim);
+    spec.ephemeral_containers = None;
+    spec.volumes = None;
+    spec.security_context = None;
+    spec.dns_config = None;
+    spec.dns_policy = None;
+    spec.host_aliases = None;
+    spec.image_pull_secrets = None;
+    spec.readiness_gates = None;
+    spec.scheduling_gates = None;
+    spec.resource_claims = None;
+    spec.topology_spread_constraints = None;
+    spec.termination_grace_period_seconds = None;
+    spec.active_deadline_seconds = None;
+    spec.enable_service_links = None;
+    spec.automount_service_account_token = None;
+    spec.service_account = None;
+    spec.service_account_name = None;
+    spec.scheduler_name = None;
+    spec.preemption_policy = None;
+    spec.runtime_class_name = None;
 }
 
 /// One kind's cache and change feed.
@@ -65,6 +115,9 @@ impl<K: Cached> Informer<K> {
             let stream = watcher(api, cfg).default_backoff().modify(|o| {
                 // managedFields are the largest part of most objects and no controller reads them.
                 o.meta_mut().managed_fields = None;
+                if let Some(pod) = (o as &mut dyn Any).downcast_mut::<Pod>() {
+                    slim_pod(pod);
+                }
             });
             let mut stream = std::pin::pin!(stream);
             // Objects cached before a relist, to announce the ones that vanished meanwhile.
@@ -217,5 +270,66 @@ impl Informers {
         let i = Informer::start(Api::<K>::all(self.client.clone()), self.shutdown.clone());
         started.insert(TypeId::of::<K>(), Box::new(i.clone()));
         i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slim_pod_keeps_what_controllers_read() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "a"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                    "uid": "r", "controller": true}]},
+            "spec": {
+                "nodeName": "n1", "hostname": "h", "subdomain": "s", "restartPolicy": "Never",
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "serviceAccountName": "default", "dnsPolicy": "ClusterFirst",
+                "containers": [{"name": "c", "image": "busybox", "command": ["sh"],
+                    "env": [{"name": "E", "value": "1"}],
+                    "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+                    "ports": [{"name": "http", "containerPort": 80}],
+                    "resources": {"requests": {"cpu": "10m"}}}],
+                "initContainers": [{"name": "i", "image": "busybox", "args": ["x"],
+                    "resources": {"limits": {"memory": "1Mi"}}}]
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "c", "ready": true, "restartCount": 2, "image": "busybox", "imageID": ""}]}
+        }))
+        .unwrap();
+        let status = pod.status.clone();
+        slim_pod(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        assert_eq!(
+            v["metadata"]["annotations"],
+            serde_json::json!({"keep": "me"})
+        );
+        assert_eq!(v["metadata"]["ownerReferences"][0]["name"], "rs");
+        assert_eq!(v["metadata"]["labels"]["app"], "a");
+        let spec = &v["spec"];
+        assert_eq!(spec["nodeName"], "n1");
+        assert_eq!(spec["hostname"], "h");
+        assert_eq!(spec["subdomain"], "s");
+        assert_eq!(spec["restartPolicy"], "Never");
+        assert_eq!(spec["tolerations"][0]["key"], "k");
+        assert!(spec.get("volumes").is_none());
+        assert!(spec.get("serviceAccountName").is_none());
+        assert_eq!(
+            spec["containers"][0],
+            serde_json::json!({"name": "c", "image": "busybox",
+                "ports": [{"name": "http", "containerPort": 80}],
+                "resources": {"requests": {"cpu": "10m"}}})
+        );
+        assert_eq!(
+            spec["initContainers"][0],
+            serde_json::json!({"name": "i", "image": "busybox",
+                "resources": {"limits": {"memory": "1Mi"}}})
+        );
+        assert_eq!(pod.status, status);
     }
 }
