@@ -337,6 +337,12 @@ async fn node_authorizer_and_node_restriction() -> Result<()> {
         .await,
         "can only create mirror pods",
     );
+    // Deletes: only pods bound to it (the stored pod decides).
+    forbidden(
+        call(&n1, "DELETE", "/api/v1/namespaces/w/pods/p2", None).await,
+        "pods \"p2\" is forbidden: node \"n1\" can only delete pods with spec.nodeName set to itself",
+    );
+    ok(get(a, "/api/v1/namespaces/w/pods/p2").await)?;
     // Its own Node, with kubelet labels only; not other nodes.
     ok(post(
         &n1,
@@ -436,9 +442,9 @@ async fn node_authorizer_and_node_restriction() -> Result<()> {
         json!({"metadata": {"labels": {"node-restriction.kubernetes.io/x": "y"}}}),
     )
     .await)?;
-    // Deleting the pod revokes the node's access to its secret.
+    // The node may delete its own pod; that revokes its access to the pod's secret.
     ok(call(
-        a,
+        &n1,
         "DELETE",
         "/api/v1/namespaces/w/pods/p1?gracePeriodSeconds=0",
         None,

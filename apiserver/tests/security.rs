@@ -730,8 +730,12 @@ async fn admission_plugins() -> Result<()> {
     s.stop().await
 }
 
+/// What `/record` saw: `<operation> <name> old=<oldObject name> object=<set|null>`.
+static RECORDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// An HTTPS admission webhook served by the test: `/mutate` labels objects, `/validate`
-/// denies objects named `deny-*`, `/slow` answers after 5 s.
+/// denies objects named `deny-*`, `/slow` answers after 5 s, `/record` notes each request
+/// in [`RECORDED`] and denies objects labelled `deny=yes` and deletes of ones labelled `keep=yes`.
 async fn serve_webhook(dir: &Path) -> Result<(u16, String)> {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
@@ -770,7 +774,31 @@ async fn serve_webhook(dir: &Path) -> Result<(u16, String)> {
                     let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let uid = review["request"]["uid"].clone();
                     let name = review["request"]["name"].as_str().unwrap_or("").to_string();
+                    let req = &review["request"];
+                    if path == "/record" {
+                        let line = format!(
+                            "{} {} old={} object={}",
+                            req["operation"].as_str().unwrap_or(""),
+                            name,
+                            req["oldObject"]["metadata"]["name"].as_str().unwrap_or("-"),
+                            if req["object"].is_null() {
+                                "null"
+                            } else {
+                                "set"
+                            },
+                        );
+                        RECORDED.lock().unwrap().push(line);
+                    }
+                    let label =
+                        |o: &str, k: &str| req[o]["metadata"]["labels"][k].as_str() == Some("yes");
                     let response = match path.as_str() {
+                        "/record"
+                            if label("object", "deny")
+                                || (req["operation"] == "DELETE" && label("oldObject", "keep")) =>
+                        {
+                            json!({"uid": uid, "allowed": false,
+                                "status": {"code": 403, "reason": "Forbidden", "message": "no thanks"}})
+                        }
                         "/mutate" => {
                             use base64::Engine;
                             let patch = json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}]);
@@ -889,6 +917,190 @@ async fn admission_webhooks_mutate_deny_and_fail() -> Result<()> {
         .get_opt("late")
         .await?
         .is_none());
+    s.stop().await
+}
+
+/// PATCH with `content_type`; `Err((code, message))` when refused.
+async fn patch(
+    c: &Client,
+    path: &str,
+    content_type: &str,
+    body: Value,
+) -> Result<Value, (u16, String)> {
+    let req = http::Request::patch(path)
+        .header("content-type", content_type)
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+        .map_err(|e| (0, e.to_string()))?;
+    let text = c.request_text(req).await.map_err(api_err)?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn delete(c: &Client, path: &str) -> Result<Value, (u16, String)> {
+    let req = http::Request::delete(path)
+        .body(Vec::new())
+        .map_err(|e| (0, e.to_string()))?;
+    let text = c.request_text(req).await.map_err(api_err)?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+const MERGE: &str = "application/merge-patch+json";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_on_patch_and_delete() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path(), |_| {}).await?;
+    let a = &s.admin;
+
+    // ResourceQuota charges a patch what it adds: turning a Service NodePort takes a node port.
+    namespace(a, "q2", json!({})).await?;
+    create(
+        a,
+        "/api/v1/namespaces/q2/resourcequotas",
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+            "spec": {"hard": {"services.nodeports": "1"}}}),
+    )
+    .await?;
+    let svc = |name: &str, ty: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"type": ty, "ports": [{"port": 80}], "selector": {"app": name}}})
+    };
+    create(a, "/api/v1/namespaces/q2/services", svc("np", "NodePort")).await?;
+    create(a, "/api/v1/namespaces/q2/services", svc("c", "ClusterIP")).await?;
+    let refused = patch(
+        a,
+        "/api/v1/namespaces/q2/services/c",
+        MERGE,
+        json!({"spec": {"type": "NodePort"}}),
+    )
+    .await;
+    assert_eq!(
+        refused.unwrap_err(),
+        (403, "services \"c\" is forbidden: exceeded quota: q, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1".to_string())
+    );
+    // A patch that adds nothing to what the quota counts passes.
+    patch(
+        a,
+        "/api/v1/namespaces/q2/services/np",
+        MERGE,
+        json!({"metadata": {"labels": {"x": "1"}}}),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+    // PodSecurity checks a pod patch that changes an image, not one that changes labels.
+    namespace(a, "ps2", json!({})).await?;
+    let mut privileged = pod("priv");
+    privileged["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    create(a, "/api/v1/namespaces/ps2/pods", privileged).await?;
+    patch(
+        a,
+        "/api/v1/namespaces/ps2",
+        MERGE,
+        json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    patch(
+        a,
+        "/api/v1/namespaces/ps2/pods/priv",
+        MERGE,
+        json!({"metadata": {"labels": {"x": "1"}}}),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (code, msg) = patch(
+        a,
+        "/api/v1/namespaces/ps2/pods/priv",
+        "application/json-patch+json",
+        json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "busybox:2"}]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 403);
+    assert_eq!(
+        msg,
+        "pods \"priv\" is forbidden: violates PodSecurity \"baseline:latest\": privileged (container \"c\" must not set securityContext.privileged=true)"
+    );
+
+    // Validating webhooks see a patch as UPDATE and a delete as DELETE with oldObject.
+    let (port, ca) = serve_webhook(&tmp.path().join("hook")).await?;
+    namespace(a, "wh2", json!({})).await?;
+    create(
+        a,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "rec"}, "webhooks": [{"name": "record.test.io",
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/record"), "caBundle": ca},
+                "rules": [{"operations": ["UPDATE", "DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "wh2"}},
+                "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail"}]}),
+    )
+    .await?;
+    let cm = |name: &str, labels: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}});
+    let cms = "/api/v1/namespaces/wh2/configmaps";
+    create(a, cms, cm("a", json!({}))).await?;
+    patch(a, &format!("{cms}/a"), MERGE, json!({"data": {"k": "v"}}))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let denied = patch(
+        a,
+        &format!("{cms}/a"),
+        MERGE,
+        json!({"metadata": {"labels": {"deny": "yes"}}}),
+    )
+    .await;
+    assert_eq!(
+        denied.unwrap_err(),
+        (
+            403,
+            "admission webhook \"record.test.io\" denied the request: no thanks".to_string()
+        )
+    );
+    let kept = Api::<ConfigMap>::namespaced(a.clone(), "wh2")
+        .get("a")
+        .await?;
+    assert!(kept
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .get("deny")
+        .is_none());
+    delete(a, &format!("{cms}/a"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    create(a, cms, cm("keep", json!({"keep": "yes"}))).await?;
+    let (code, msg) = delete(a, &format!("{cms}/keep")).await.unwrap_err();
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            403,
+            "admission webhook \"record.test.io\" denied the request: no thanks"
+        )
+    );
+    // deletecollection admits each object.
+    let (code, _) = delete(a, cms).await.unwrap_err();
+    assert_eq!(code, 403);
+    assert!(Api::<ConfigMap>::namespaced(a.clone(), "wh2")
+        .get_opt("keep")
+        .await?
+        .is_some());
+    let seen: Vec<String> = RECORDED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| !l.contains("kube-root-ca.crt"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "UPDATE a old=a object=set",
+            "UPDATE a old=a object=set",
+            "DELETE a old=a object=null",
+            "DELETE keep old=keep object=null",
+            "DELETE keep old=keep object=null",
+        ]
+    );
     s.stop().await
 }
 
@@ -1066,6 +1278,7 @@ async fn component_identities() -> Result<()> {
         &comps.scheduler,
         &comps.controller_manager,
         &comps.proxy,
+        &comps.dns,
         &node_kc,
     ] {
         assert_eq!(
@@ -1101,5 +1314,29 @@ async fn component_identities() -> Result<()> {
         "system:kube-controller-manager"
     );
     assert!(can_i(&cm, "default", "watch", "deployments.apps").await?);
+    assert!(can_i(&cm, "kube-system", "create", "serviceaccounts/token").await?);
+    assert!(!can_i(&cm, "default", "create", "pods").await?);
+    // The DNS reads what it serves and publishes only kube-dns.
+    let dns = open(comps.dns.clone()).await?;
+    assert_eq!(whoami(&dns).await?["username"], "system:minik8s-dns");
+    for r in [
+        "services",
+        "endpointslices.discovery.k8s.io",
+        "pods",
+        "namespaces",
+    ] {
+        assert!(can_i(&dns, "", "watch", r).await?, "{r}");
+    }
+    assert!(can_i(&dns, "kube-system", "create", "services").await?);
+    assert!(!can_i(&dns, "default", "list", "secrets").await?);
+    assert!(!can_i(&dns, "default", "delete", "services").await?);
+    let patch_other = post(
+        &dns,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": "default", "verb": "patch", "resource": "services", "name": "web"}}}),
+    )
+    .await?;
+    assert_eq!(patch_other["status"]["allowed"], false);
     s.stop().await
 }

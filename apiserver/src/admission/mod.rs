@@ -1,8 +1,11 @@
-//! Admission: the plugins that run on a create or update after authorization and before
-//! storage, mutating ones first, then validating ones, as upstream's default plugin order:
-//! ServiceAccount, LimitRanger (defaults), mutating webhooks, NodeRestriction, PodSecurity,
-//! LimitRanger (limits), RBAC escalation checks, ResourceQuota, validating webhooks.
-//! NamespaceLifecycle lives in the store; DefaultTolerationSeconds in the pod strategy.
+//! Admission: the plugins that run on every write (create, update, patch, delete) after
+//! authorization and before storage, mutating ones first, then validating ones, as upstream's
+//! default plugin order: ServiceAccount, LimitRanger (defaults), mutating webhooks,
+//! NodeRestriction, PodSecurity, LimitRanger (limits), RBAC escalation checks, ResourceQuota,
+//! validating webhooks. A patch is admitted as an update of the patched object; a delete
+//! (each object of a deletecollection too) goes to NodeRestriction and the webhooks with the
+//! stored object as `oldObject`. NamespaceLifecycle lives in the store;
+//! DefaultTolerationSeconds in the pod strategy.
 
 use std::sync::Arc;
 
@@ -28,6 +31,7 @@ pub mod webhook;
 pub enum Operation {
     Create,
     Update,
+    Delete,
 }
 
 impl Operation {
@@ -35,6 +39,7 @@ impl Operation {
         match self {
             Operation::Create => "CREATE",
             Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
         }
     }
 }
@@ -55,8 +60,16 @@ impl Attributes<'_> {
     pub fn forbidden(&self, obj: &Value, message: String) -> Error {
         Error::Forbidden {
             resource: self.resource.qualified_resource(),
-            name: crate::object::meta_str(obj, "name").to_string(),
+            name: self.name(obj).to_string(),
             message,
+        }
+    }
+
+    /// The object's name; a delete has no new object, so the stored one names it.
+    pub fn name<'v>(&'v self, obj: &'v Value) -> &'v str {
+        match (self.operation, self.old) {
+            (Operation::Delete, Some(old)) => crate::object::meta_str(old, "name"),
+            _ => crate::object::meta_str(obj, "name"),
         }
     }
 
@@ -105,6 +118,20 @@ pub async fn cached(state: &ApiState, group: &str, plural: &str, ns: &str) -> Re
 /// strategy's defaults applied.
 pub async fn admit(state: &Arc<ApiState>, a: &Attributes<'_>, obj: &mut Value) -> Result<()> {
     let enabled = |name: &str| state.security.admission_enabled(name);
+    if a.operation == Operation::Delete {
+        // Upstream's delete handler calls the mutating chain too, but only webhooks act on
+        // a delete, and there is no object for them to change.
+        if enabled("MutatingAdmissionWebhook") {
+            webhook::call(state, a, obj, true).await?;
+        }
+        if enabled("NodeRestriction") {
+            node_restriction::admit(state, a, obj).await?;
+        }
+        if enabled("ValidatingAdmissionWebhook") {
+            webhook::call(state, a, obj, false).await?;
+        }
+        return Ok(());
+    }
     let pod = a.is("", "pods") && a.subresource.is_empty();
     // Mutating.
     if enabled("ServiceAccount") {
@@ -139,13 +166,79 @@ pub async fn admit(state: &Arc<ApiState>, a: &Attributes<'_>, obj: &mut Value) -
     if a.resource.group == crate::auth::rbac::GROUP {
         crate::auth::escalation::check(state, a, obj)?;
     }
-    if enabled("ResourceQuota") && a.operation == Operation::Create && a.subresource.is_empty() {
+    if enabled("ResourceQuota") && a.subresource.is_empty() {
         resource_quota::admit(state, a, obj).await?;
     }
     if enabled("ValidatingAdmissionWebhook") {
         webhook::call(state, a, obj, false).await?;
     }
     Ok(())
+}
+
+/// The name admission (and webhook rules) give a subresource.
+fn subresource_name(subresource: Option<crate::registry::Subresource>) -> &'static str {
+    use crate::registry::Subresource;
+    match subresource {
+        None => "",
+        Some(Subresource::Status) => "status",
+        Some(Subresource::Scale) => "scale",
+        Some(Subresource::Binding) => "binding",
+        Some(Subresource::Log) => "log",
+        Some(Subresource::Exec) => "exec",
+        Some(Subresource::Attach) => "attach",
+        Some(Subresource::PortForward) => "portforward",
+        Some(Subresource::Proxy) => "proxy",
+    }
+}
+
+/// One write arriving through the handlers, before its admission.
+pub struct WriteRequest<'a> {
+    pub user: &'a User,
+    pub store: &'a crate::registry::store::Store,
+    pub subresource: Option<crate::registry::Subresource>,
+    pub namespace: &'a str,
+    pub dry_run: bool,
+}
+
+impl WriteRequest<'_> {
+    /// Admits `obj` as a create (`old` = None) or as an update of `old`, after the
+    /// strategy's defaults.
+    pub async fn admit(
+        &self,
+        state: &Arc<ApiState>,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<()> {
+        self.store.info.strategy.default(obj);
+        let op = if old.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        };
+        admit(state, &self.attributes(op, old), obj).await
+    }
+
+    /// Admits the delete of `old` (the stored object).
+    pub async fn admit_delete(&self, state: &Arc<ApiState>, old: &Value) -> Result<()> {
+        admit(
+            state,
+            &self.attributes(Operation::Delete, Some(old)),
+            &mut Value::Null,
+        )
+        .await
+    }
+
+    fn attributes<'b>(&'b self, operation: Operation, old: Option<&'b Value>) -> Attributes<'b> {
+        Attributes {
+            user: self.user,
+            resource: &self.store.info,
+            subresource: subresource_name(self.subresource),
+            namespace: self.namespace,
+            operation,
+            old,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// Admission of a create (`name` = None) or update arriving through the handlers: applies
@@ -161,19 +254,6 @@ pub async fn admit_write(
     dry_run: bool,
     obj: &mut Value,
 ) -> Result<()> {
-    let resource = &store.info;
-    resource.strategy.default(obj);
-    let sub = match subresource {
-        None => "",
-        Some(crate::registry::Subresource::Status) => "status",
-        Some(crate::registry::Subresource::Scale) => "scale",
-        Some(crate::registry::Subresource::Binding) => "binding",
-        Some(crate::registry::Subresource::Log) => "log",
-        Some(crate::registry::Subresource::Exec) => "exec",
-        Some(crate::registry::Subresource::Attach) => "attach",
-        Some(crate::registry::Subresource::PortForward) => "portforward",
-        Some(crate::registry::Subresource::Proxy) => "proxy",
-    };
     let old = match name {
         Some(n) => match store.get_value(namespace, n).await {
             Ok(v) => Some(v),
@@ -183,18 +263,12 @@ pub async fn admit_write(
         },
         None => None,
     };
-    let a = Attributes {
+    let w = WriteRequest {
         user,
-        resource,
-        subresource: sub,
+        store,
+        subresource,
         namespace,
-        operation: if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        },
-        old: old.as_ref(),
         dry_run,
     };
-    admit(state, &a, obj).await
+    w.admit(state, old.as_ref(), obj).await
 }

@@ -3,8 +3,8 @@
 //! `kubernetes.io` labels), its own Lease, the status of pods bound to it, mirror pods of
 //! its own, the status of claims its pods use, and tokens bound to its pods.
 //!
-//! [`check`] is pure (old and new object), so the patch path runs it inside its
-//! read-modify-write; [`admit`] adds the lookups creates need.
+//! [`check`] is pure (old and new object; a delete has only the old); [`admit`] adds the
+//! lookups creates need.
 
 use serde_json::{Map, Value};
 
@@ -111,6 +111,15 @@ pub fn check(user: &User, w: &Write<'_>) -> std::result::Result<(), String> {
     match (w.group, w.plural) {
         ("", "pods") => match (w.subresource, w.operation) {
             ("", Operation::Create) => pod_create(node, w.new),
+            // The stored pod decides, mirror or not.
+            ("", Operation::Delete) => {
+                if str_at(w.old.unwrap_or(&Value::Null), "/spec/nodeName") != node {
+                    return Err(format!(
+                        "node {node:?} can only delete pods with spec.nodeName set to itself"
+                    ));
+                }
+                Ok(())
+            }
             ("", op) => Err(format!(
                 "unexpected operation {:?}, node {node:?} can only create and delete mirror pods",
                 op.as_str()
@@ -172,6 +181,7 @@ pub fn check(user: &User, w: &Write<'_>) -> std::result::Result<(), String> {
                         ));
                     }
                 }
+                Operation::Delete => {}
             }
             Ok(())
         }

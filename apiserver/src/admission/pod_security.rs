@@ -391,11 +391,47 @@ pub fn violations(pod: &Value, level: Level) -> Vec<String> {
     out
 }
 
+/// Whether an update can change what PodSecurity decides (upstream
+/// `isSignificantPodUpdate`): the seccomp annotations or a container's image; everything
+/// else a pod update may touch is outside the policy.
+fn significant_update(pod: &Value, old: &Value) -> bool {
+    const SECCOMP_POD: &str = "seccomp.security.alpha.kubernetes.io/pod";
+    const SECCOMP_CONTAINER: &str = "container.seccomp.security.alpha.kubernetes.io/";
+    let annotation = |o: &Value, k: &str| {
+        o.pointer("/metadata/annotations")
+            .and_then(|m| m.get(k))
+            .cloned()
+    };
+    if annotation(pod, SECCOMP_POD) != annotation(old, SECCOMP_POD) {
+        return true;
+    }
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        let of = |o: &Value| {
+            o.pointer(&format!("/spec/{list}"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (new_c, old_c) = (of(pod), of(old));
+        if new_c.len() != old_c.len() {
+            return true;
+        }
+        for (c, o) in new_c.iter().zip(&old_c) {
+            let key = format!(
+                "{SECCOMP_CONTAINER}{}",
+                c.get("name").and_then(Value::as_str).unwrap_or("")
+            );
+            if c.get("image") != o.get("image") || annotation(pod, &key) != annotation(old, &key) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Refuses a pod that violates its namespace's enforced level.
 pub async fn validate(state: &ApiState, a: &Attributes<'_>, pod: &Value) -> Result<()> {
-    if a.operation == Operation::Update
-        && a.old.is_some_and(|old| old.get("spec") == pod.get("spec"))
-    {
+    if a.operation == Operation::Update && a.old.is_some_and(|old| !significant_update(pod, old)) {
         return Ok(());
     }
     let Some(ns_store) = store_of(state, "", "namespaces") else {

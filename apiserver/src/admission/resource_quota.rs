@@ -1,5 +1,7 @@
-//! ResourceQuota: a create that would take a namespace's usage over a quota's `hard` limits
-//! is refused with upstream's message; usage is counted from the store at admission time.
+//! ResourceQuota: a create, or an update (PUT or PATCH) that raises usage (a Service turned
+//! NodePort or LoadBalancer, a larger claim), that would take a namespace's usage over a
+//! quota's `hard` limits is refused with upstream's message; an update is charged only what
+//! it adds, as upstream's evaluators do. Usage is counted from the store at admission time.
 //! Quotas with scopes are not enforced.
 
 use std::collections::BTreeMap;
@@ -100,7 +102,95 @@ fn usage_of(group: &str, plural: &str, obj: &Value) -> BTreeMap<String, i128> {
     if group.is_empty() && plural == "pods" {
         u.extend(pod_compute(obj));
     }
+    if group.is_empty() && plural == "services" {
+        u.extend(service_usage(obj));
+    }
+    if group.is_empty() && plural == "persistentvolumeclaims" {
+        u.extend(claim_usage(obj));
+    }
     u
+}
+
+/// `services.nodeports` and `services.loadbalancers` (upstream's service evaluator): a
+/// NodePort Service takes a node port per port, a LoadBalancer one too unless
+/// `allocateLoadBalancerNodePorts: false` (then only the ports that name one).
+fn service_usage(svc: &Value) -> BTreeMap<String, i128> {
+    let ports = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let all = ports.len() as i128 * 1000;
+    let mut u = BTreeMap::new();
+    match svc.pointer("/spec/type").and_then(Value::as_str) {
+        Some("NodePort") => {
+            u.insert("services.nodeports".to_string(), all);
+        }
+        Some("LoadBalancer") => {
+            let allocate = svc
+                .pointer("/spec/allocateLoadBalancerNodePorts")
+                .and_then(Value::as_bool)
+                != Some(false);
+            let node_ports = if allocate {
+                all
+            } else {
+                ports
+                    .iter()
+                    .filter(|p| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0)
+                    .count() as i128
+                    * 1000
+            };
+            u.insert("services.nodeports".to_string(), node_ports);
+            u.insert("services.loadbalancers".to_string(), 1000);
+        }
+        _ => {}
+    }
+    u
+}
+
+/// `requests.storage` and `<class>.storageclass.storage.k8s.io/requests.storage` of a claim.
+fn claim_usage(pvc: &Value) -> BTreeMap<String, i128> {
+    let mut u = BTreeMap::new();
+    let Some(q) = pvc
+        .pointer("/spec/resources/requests/storage")
+        .and_then(quantity::of)
+    else {
+        return u;
+    };
+    u.insert("requests.storage".to_string(), q);
+    if let Some(class) = pvc
+        .pointer("/spec/storageClassName")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+    {
+        u.insert(
+            format!("{class}.storageclass.storage.k8s.io/requests.storage"),
+            q,
+        );
+        u.insert(
+            format!("{class}.storageclass.storage.k8s.io/persistentvolumeclaims"),
+            1000,
+        );
+    }
+    u
+}
+
+/// What a write adds: all of a create's usage, an update's increases only.
+fn requested_usage(
+    group: &str,
+    plural: &str,
+    obj: &Value,
+    old: Option<&Value>,
+) -> BTreeMap<String, i128> {
+    let mut requested = usage_of(group, plural, obj);
+    if let Some(old) = old {
+        let before = usage_of(group, plural, old);
+        for (k, v) in requested.iter_mut() {
+            *v = (*v - before.get(k).copied().unwrap_or(0)).max(0);
+        }
+        requested.retain(|_, v| *v > 0);
+    }
+    requested
 }
 
 fn show(resource: &str, milli: i128) -> String {
@@ -114,7 +204,7 @@ fn pretty(m: &BTreeMap<String, i128>) -> String {
         .join(",")
 }
 
-/// Refuses a create that exceeds a quota of its namespace.
+/// Refuses a create or update that takes usage over a quota of its namespace.
 pub async fn admit(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<()> {
     if a.namespace.is_empty() || !a.resource.namespaced {
         return Ok(());
@@ -124,7 +214,11 @@ pub async fn admit(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<
         return Ok(());
     }
     let (group, plural) = (a.resource.group, a.resource.plural);
-    let requested = usage_of(group, plural, obj);
+    let old = match a.operation {
+        super::Operation::Create => None,
+        _ => a.old,
+    };
+    let requested = requested_usage(group, plural, obj, old);
     if requested.is_empty() {
         return Ok(());
     }
@@ -148,7 +242,7 @@ pub async fn admit(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<
             .filter_map(|(k, v)| quantity::of(v).map(|q| (k.clone(), q)))
             .collect();
         // Compute resources a quota limits must be given by every container.
-        if group.is_empty() && plural == "pods" {
+        if group.is_empty() && plural == "pods" && old.is_none() {
             let mut missing = Vec::new();
             for k in hard.keys() {
                 let (field, r) = match k.split_once('.') {

@@ -91,7 +91,10 @@ fn labels_of(obj: &Value) -> Map<String, Value> {
 
 async fn namespace_labels(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Map<String, Value> {
     if a.is("", "namespaces") {
-        return labels_of(obj);
+        return match (a.operation, a.old) {
+            (Operation::Delete, Some(old)) => labels_of(old),
+            _ => labels_of(obj),
+        };
     }
     let Some(store) = store_of(state, "", "namespaces") else {
         return Map::new();
@@ -110,14 +113,18 @@ fn review(a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
         "resource": {"group": r.group, "version": r.version, "resource": r.plural},
         "requestKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "requestResource": {"group": r.group, "version": r.version, "resource": r.plural},
-        "name": crate::object::meta_str(obj, "name"),
+        "name": a.name(obj),
         "operation": a.operation.as_str(),
         "userInfo": a.user.to_json(),
         "object": obj,
         "oldObject": a.old.cloned().unwrap_or(Value::Null),
         "dryRun": a.dry_run,
         "options": {"apiVersion": "meta.k8s.io/v1",
-            "kind": if a.operation == Operation::Create { "CreateOptions" } else { "UpdateOptions" }},
+            "kind": match a.operation {
+                Operation::Create => "CreateOptions",
+                Operation::Update => "UpdateOptions",
+                Operation::Delete => "DeleteOptions",
+            }},
     });
     if !a.namespace.is_empty() {
         req["namespace"] = json!(a.namespace);
@@ -377,7 +384,7 @@ pub async fn call(
                 return Err(denied(name, &response));
             }
             if let Some(patch) = response.get("patch").and_then(Value::as_str) {
-                if !mutating {
+                if !mutating || a.operation == Operation::Delete {
                     continue;
                 }
                 let raw = base64::engine::general_purpose::STANDARD

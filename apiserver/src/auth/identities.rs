@@ -1,5 +1,5 @@
 //! Per-component identities: client certificates signed by the cluster CA for the
-//! scheduler, the controller manager, kube-proxy and each node's kubelet, written as
+//! scheduler, the controller manager, kube-proxy, the cluster DNS and each node's kubelet, written as
 //! kubeconfigs (mode 0600) under the data dir. RBAC's bootstrap bindings grant each
 //! identity its upstream role.
 
@@ -33,7 +33,12 @@ pub struct ComponentKubeconfigs {
     pub controller_manager: PathBuf,
     /// `system:kube-proxy`.
     pub proxy: PathBuf,
+    /// `system:minik8s-dns` (roles `system:coredns` and `minik8s:dns`).
+    pub dns: PathBuf,
 }
+
+/// The cluster DNS's user.
+pub const DNS_USER: &str = "system:minik8s-dns";
 
 /// Writes a kubeconfig for `user` (CN) in `groups` (O) to `path` (mode 0600).
 pub fn write(pki: &Pki, url: &str, user: &str, groups: &[&str], path: &Path) -> Result<(), Error> {
@@ -89,6 +94,7 @@ pub fn write_components(
         scheduler: dir.join("scheduler.kubeconfig"),
         controller_manager: dir.join("controller-manager.kubeconfig"),
         proxy: dir.join("proxy.kubeconfig"),
+        dns: dir.join("dns.kubeconfig"),
     };
     write(pki, url, "system:kube-scheduler", &[], &out.scheduler)?;
     write(
@@ -99,6 +105,7 @@ pub fn write_components(
         &out.controller_manager,
     )?;
     write(pki, url, "system:kube-proxy", &[], &out.proxy)?;
+    write(pki, url, DNS_USER, &[], &out.dns)?;
     Ok(out)
 }
 

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
@@ -668,18 +669,31 @@ async fn resource(
             let ct = content_type(&req);
             let opts = write_options(q)?;
             let user = crate::auth::request_user(&req);
-            let restrict = state
-                .security
-                .admission_enabled("NodeRestriction")
-                .then_some(&user);
             let body = read_body(req).await?;
-            patch(&store, &ns, &name, sub, &ct, &body, &opts, q, restrict).await
+            let w = crate::admission::WriteRequest {
+                user: &user,
+                store: &store,
+                subresource: sub,
+                namespace: &ns,
+                dry_run: opts.dry_run,
+            };
+            patch(state, &w, &name, &ct, &body, &opts, q).await
         }
         "delete" => {
             let ct = content_type(&req);
+            let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
             let opts = delete_options(q, &ct, &body)?;
-            match store.delete(&ns, &name, &opts).await? {
+            let w = crate::admission::WriteRequest {
+                user: &user,
+                store: &store,
+                subresource: sub,
+                namespace: &ns,
+                dry_run: opts.dry_run,
+            };
+            let w = &w;
+            let admit = move |old: Value| async move { w.admit_delete(state, &old).await }.boxed();
+            match store.delete_admitted(&ns, &name, &opts, &admit).await? {
                 DeleteOutcome::Pending(v) => Ok(json_response(StatusCode::OK, v.to_string())),
                 DeleteOutcome::Deleted(v) => {
                     let mut details = json!({"name": name, "kind": store.info.plural, "uid": object::meta_str(&v, "uid")});
@@ -699,19 +713,41 @@ async fn resource(
                 return Err(Error::MethodNotSupported);
             }
             let ct = content_type(&req);
+            let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
             let opts = delete_options(q, &ct, &body)?;
             let p = list_params(q)?;
             check_fields(&store, &p)?;
             let ns_opt = (!ns.is_empty()).then_some(ns.as_str());
+            let (user, store, dry_run) = (&user, &store, opts.dry_run);
+            let admit = move |old: Value| {
+                async move {
+                    // Each object is admitted in its own namespace.
+                    let namespace = object::meta_str(&old, "namespace").to_string();
+                    let w = crate::admission::WriteRequest {
+                        user,
+                        store,
+                        subresource: None,
+                        namespace: &namespace,
+                        dry_run,
+                    };
+                    w.admit_delete(state, &old).await
+                }
+                .boxed()
+            };
             Ok(json_response(
                 StatusCode::OK,
-                store.delete_collection(ns_opt, &p, &opts).await?,
+                store
+                    .delete_collection_admitted(ns_opt, &p, &opts, &admit)
+                    .await?,
             ))
         }
         _ => Err(Error::MethodNotSupported),
     }
 }
+
+/// How often a patch is re-applied after losing a race with another write.
+const PATCH_ATTEMPTS: usize = 16;
 
 fn delete_options(q: &Query, ct: &str, body: &[u8]) -> Result<DeleteOptions> {
     let mut o = DeleteOptions {
@@ -749,18 +785,19 @@ fn delete_options(q: &Query, ct: &str, body: &[u8]) -> Result<DeleteOptions> {
     Ok(o)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// PATCH: applies the patch to the current object and admits the result as an update of
+/// it, then writes it if the object has not changed meanwhile (else starts over, unless the
+/// patch names the resourceVersion it expects).
 async fn patch(
-    store: &Store,
-    ns: &str,
+    state: &Arc<ApiState>,
+    w: &crate::admission::WriteRequest<'_>,
     name: &str,
-    sub: Option<Subresource>,
     ct: &str,
     body: &[u8],
     opts: &WriteOptions,
     q: &Query,
-    node_restriction: Option<&crate::auth::User>,
 ) -> Result<Response<Body>> {
+    let (store, ns, sub) = (w.store, w.namespace, w.subresource);
     let patch: Value = serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice::<Value>(body))
         .map_err(|e| Error::BadRequest(format!("error decoding patch: {e}")))?;
@@ -787,48 +824,33 @@ async fn patch(
         apply_patch(kind, &mut scale, &patch, patch_schema(store, sub))?;
         return update_scale(store, ns, name, scale, opts).await;
     }
-    let warnings = std::sync::Mutex::new(Vec::new());
-    let b = store
-        .guaranteed_update(ns, name, sub, opts, |old| {
-            let mut new = old.clone();
-            apply_patch(kind, &mut new, &patch, patch_schema(store, sub))?;
-            if let Some(user) = node_restriction {
-                let w = crate::admission::node_restriction::Write {
-                    group: store.info.group,
-                    plural: store.info.plural,
-                    subresource: match sub {
-                        Some(Subresource::Status) => "status",
-                        _ => "",
-                    },
-                    namespace: ns,
-                    operation: crate::admission::Operation::Update,
-                    old: Some(old),
-                    new: &new,
-                };
-                crate::admission::node_restriction::check(user, &w).map_err(|message| {
-                    Error::Forbidden {
-                        resource: store.info.qualified_resource(),
-                        name: name.to_string(),
-                        message,
-                    }
-                })?;
-            }
-            let w = field_validation(store, q, &new)?;
-            if let Ok(mut all) = warnings.lock() {
-                *all = w;
-            }
-            // The patch's resourceVersion, if any, is a precondition; otherwise none.
-            let prv = patch
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str);
-            if prv.is_none() {
-                object::meta_mut(&mut new).remove("resourceVersion");
-            }
-            Ok(new)
-        })
-        .await?;
-    let warnings = warnings.into_inner().unwrap_or_default();
-    Ok(with_warnings(json_response(StatusCode::OK, b), &warnings))
+    // The patch's resourceVersion, if any, is a precondition; otherwise the object read.
+    let precondition = patch
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .is_some();
+    for _ in 0..PATCH_ATTEMPTS {
+        let old = store.get_value(ns, name).await?;
+        let mut new = old.clone();
+        apply_patch(kind, &mut new, &patch, patch_schema(store, sub))?;
+        let warnings = field_validation(store, q, &new)?;
+        if !precondition {
+            let rv = object::meta_str(&old, "resourceVersion").to_string();
+            object::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(rv));
+        }
+        w.admit(state, Some(&old), &mut new).await?;
+        match store.update(ns, name, new, sub, opts).await {
+            Ok(b) => return Ok(with_warnings(json_response(StatusCode::OK, b), &warnings)),
+            // Someone wrote in between: patch (and admit) the newer object.
+            Err(Error::Conflict { .. }) if !precondition => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict {
+        resource: store.info.qualified_resource(),
+        name: name.to_string(),
+        message: "too many concurrent updates; please try again".into(),
+    })
 }
 
 /// Unknown fields under `fieldValidation` (Strict: 400; Warn, the default: warnings; Ignore).

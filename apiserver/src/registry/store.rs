@@ -53,6 +53,10 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// Validating admission of a delete: gets the stored object about to be deleted.
+pub type DeleteAdmission<'a> =
+    dyn Fn(Value) -> futures::future::BoxFuture<'a, Result<()>> + Send + Sync + 'a;
+
 /// Result of a delete.
 #[derive(Debug)]
 pub enum DeleteOutcome {
@@ -856,6 +860,19 @@ impl Store {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<DeleteOutcome> {
+        self.delete_admitted(ns, name, opts, &|_| Box::pin(async { Ok(()) }))
+            .await
+    }
+
+    /// DELETE one object once `admit` (validating admission) allows deleting its current
+    /// state; like upstream's `deleteValidation`, it sees every attempt's object.
+    pub async fn delete_admitted(
+        &self,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        admit: &DeleteAdmission<'_>,
+    ) -> Result<DeleteOutcome> {
         let key = self.key(ns, name);
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let Some((kv, old)) = self.current(ns, name).await? else {
@@ -881,6 +898,7 @@ impl Store {
                     ));
                 }
             }
+            admit(old.clone()).await?;
             let mut new = old.clone();
             let mut finalizers: Vec<Value> = object::meta(&old)
                 .and_then(|m| m.get("finalizers"))
@@ -1027,12 +1045,14 @@ impl Store {
         self.info.group.is_empty() && self.info.plural == "namespaces"
     }
 
-    /// DELETE a collection: every object matching the list parameters.
-    pub async fn delete_collection(
+    /// DELETE a collection: every object matching the list parameters, each admitted by
+    /// `admit`; the first refusal ends it.
+    pub async fn delete_collection_admitted(
         &self,
         ns: Option<&str>,
         p: &ListParams,
         opts: &DeleteOptions,
+        admit: &DeleteAdmission<'_>,
     ) -> Result<Bytes> {
         self.wait_fresh().await?;
         let mut filter = p.filter.clone();
@@ -1042,7 +1062,10 @@ impl Store {
         let (items, _, _) = self.cache.list(&filter, "", 0);
         let mut deleted: Vec<Bytes> = Vec::new();
         for o in items {
-            match self.delete(&o.namespace, &o.name, opts).await {
+            match self
+                .delete_admitted(&o.namespace, &o.name, opts, admit)
+                .await
+            {
                 Ok(DeleteOutcome::Deleted(v)) | Ok(DeleteOutcome::Pending(v)) => {
                     deleted.push(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()));
                 }
