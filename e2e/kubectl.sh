@@ -1044,6 +1044,35 @@ expect 0 "cronjob.batch/hello patched" k patch cronjob hello -n $NS --type=merge
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-crd
+scenario "custom resources: CRD, established, apply, printer columns, short name, scale, delete"
+
+new_ns $NS
+expect 0 "customresourcedefinition.apiextensions.k8s.io/gizmos.e2e.example.com created" k apply -f $TD/crd-gizmo.yaml
+expect 0 "customresourcedefinition.apiextensions.k8s.io/gizmos.e2e.example.com condition met" \
+    k wait --for condition=established --timeout=10s crd/gizmos.e2e.example.com
+gizmos_served() { k get --raw "/apis/e2e.example.com/v1/namespaces/$NS/gizmos"; }
+wait_for 5 gizmos_served || true
+expect 0 "gizmo.e2e.example.com/g1 created" k apply -n $NS -f $TD/gizmo.yaml
+expect 0 "gizmo.e2e.example.com/g1 unchanged" k apply -n $NS -f $TD/gizmo.yaml
+expect 0 "blue" k get gizmo g1 -n $NS -o 'jsonpath={.spec.color}'
+expect_re 0 '^NAME +REPLICAS +COLOR +AGE
+g1 +2 +blue +[0-9]+s$' k get gizmos -n $NS
+expect_re 0 '^NAME +REPLICAS +COLOR +AGE
+g1 +2 +blue +[0-9]+s$' k get gz -n $NS
+expect 0 "gizmo.e2e.example.com/g1 scaled" k scale gizmo g1 -n $NS --replicas=4
+expect 0 "4" k get gz g1 -n $NS -o 'jsonpath={.spec.replicas}'
+expect_re 0 '^NAME +SHORTNAMES +APIVERSION +NAMESPACED +KIND
+gizmos +gz +e2e\.example\.com/v1 +true +Gizmo$' k api-resources --api-group=e2e.example.com
+sed -e 's/name: g1/name: bad/' -e 's/replicas: 2/replicas: two/' $TD/gizmo.yaml >"$TMP/gizmo-bad.yaml"
+expect_re 1 'The Gizmo "bad" is invalid: spec\.replicas: Invalid value: "string": spec\.replicas in body must be of type integer: "string"' \
+    k apply -n $NS -f "$TMP/gizmo-bad.yaml"
+expect 0 'customresourcedefinition.apiextensions.k8s.io "gizmos.e2e.example.com" deleted' k delete crd gizmos.e2e.example.com
+expect 1 "Error from server (NotFound): the server could not find the requested resource" \
+    k get --raw "/apis/e2e.example.com/v1/namespaces/$NS/gizmos"
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
 echo
 if ((FAILED > 0)); then
     echo "failed checks:"

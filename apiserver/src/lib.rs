@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod certificates;
 pub mod config;
+pub mod crd;
 pub mod encryption;
 pub mod error;
 pub mod handlers;

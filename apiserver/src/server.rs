@@ -121,6 +121,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         .as_ref()
         .map(|n| n.spawn_indexer(shutdown.clone()));
     let finalizer = registry.spawn_namespace_finalizer(shutdown.clone());
+    // Custom resources of stored CRDs are served before the server listens.
+    let crds = crate::crd::controller::start(registry.clone(), shutdown.clone()).await;
     let compactor = storage::spawn_compactor(
         backend.clone(),
         Duration::from_secs(cfg.compaction_interval_seconds.max(1)),
@@ -185,10 +187,17 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<S
         acceptor,
         state,
         shutdown.clone(),
-        [feeder, finalizer, compactor, aggregator, csr_controller]
-            .into_iter()
-            .chain(node_indexer)
-            .collect(),
+        [
+            feeder,
+            finalizer,
+            compactor,
+            aggregator,
+            csr_controller,
+            crds,
+        ]
+        .into_iter()
+        .chain(node_indexer)
+        .collect(),
     ));
     tracing::info!(%addr, "API server listening");
     Ok(Server {

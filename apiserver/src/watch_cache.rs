@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::object;
@@ -461,12 +461,65 @@ pub fn filtered_type(e: &CacheEvent, filter: &Filter) -> Option<EventType> {
     }
 }
 
+/// A request to the feeder to start feeding caches added at run time (custom resources):
+/// the feeder lists their prefix at the revision it has reached, so no event is lost or doubled.
+struct AddRequest {
+    caches: Vec<Arc<WatchCache>>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Requests for run-time caches waiting for the feeder (it serves them between events).
+const ADD_QUEUE: usize = 64;
+
+/// Every key under `prefix` at `revision` (0 = latest), with the revision read at.
+async fn list_pages(
+    backend: &dyn Backend,
+    prefix: &str,
+    mut revision: i64,
+) -> storage::Result<(Vec<KeyValue>, i64)> {
+    let mut all: Vec<KeyValue> = Vec::new();
+    let mut start_after = String::new();
+    loop {
+        let page = backend
+            .list(&ListOptions {
+                prefix: prefix.to_string(),
+                start_after: start_after.clone(),
+                limit: 10_000,
+                revision,
+            })
+            .await?;
+        revision = page.revision;
+        let more = page.more;
+        if let Some(last) = page.kvs.last() {
+            start_after = last.key.clone();
+        }
+        all.extend(page.kvs);
+        if !more {
+            break;
+        }
+    }
+    Ok((all, revision))
+}
+
+/// Every key under `prefix` at `revision`.
+async fn list_all(
+    backend: &dyn Backend,
+    prefix: &str,
+    revision: i64,
+) -> storage::Result<Vec<KeyValue>> {
+    Ok(list_pages(backend, prefix, revision).await?.0)
+}
+
 /// All resource caches, fed by one backend watch.
 pub struct Caches {
     /// Key prefix of everything stored, ending in `/` (`/registry/`).
     root: String,
     by_resource: HashMap<(String, String), Arc<WatchCache>>,
     by_prefix: HashMap<String, Vec<Arc<WatchCache>>>,
+    /// Caches added at run time (custom resources), by key prefix.
+    dynamic: RwLock<HashMap<String, Vec<Arc<WatchCache>>>>,
+    add_tx: mpsc::Sender<AddRequest>,
+    add_rx: parking_lot::Mutex<Option<mpsc::Receiver<AddRequest>>>,
     seen_tx: watch::Sender<i64>,
     seen_rx: watch::Receiver<i64>,
     ready: watch::Receiver<bool>,
@@ -489,10 +542,14 @@ impl Caches {
         }
         let (seen_tx, seen_rx) = watch::channel(0);
         let (ready_tx, ready) = watch::channel(false);
+        let (add_tx, add_rx) = mpsc::channel(ADD_QUEUE);
         Arc::new(Caches {
             root,
             by_resource,
             by_prefix,
+            dynamic: RwLock::new(HashMap::new()),
+            add_tx,
+            add_rx: parking_lot::Mutex::new(Some(add_rx)),
             seen_tx,
             seen_rx,
             ready,
@@ -536,50 +593,111 @@ impl Caches {
     }
 
     fn caches_for_key(&self, key: &str) -> Option<&Vec<Arc<WatchCache>>> {
+        self.lookup_key(&self.by_prefix, key)
+    }
+
+    /// The caches of `key` in `map` (static or run-time caches).
+    fn lookup_key<'a>(
+        &self,
+        map: &'a HashMap<String, Vec<Arc<WatchCache>>>,
+        key: &str,
+    ) -> Option<&'a Vec<Arc<WatchCache>>> {
         // Below the root, keys are <res>/... or <group>/<res>/...
         let rest = key.strip_prefix(self.root.as_str())?;
         let mut slashes = rest.match_indices('/').map(|(i, _)| i);
         let first = slashes.next()?;
         let n = self.root.len();
-        if let Some(c) = self.by_prefix.get(&key[..=n + first]) {
+        if let Some(c) = map.get(&key[..=n + first]) {
             return Some(c);
         }
         let second = slashes.next()?;
-        self.by_prefix.get(&key[..=n + second])
+        map.get(&key[..=n + second])
+    }
+
+    /// Feeds one backend event to the caches of its key.
+    fn apply(&self, ev: &Event) {
+        if let Some(cs) = self.caches_for_key(ev.key()) {
+            for c in cs {
+                c.apply(ev);
+            }
+            return;
+        }
+        let dynamic = self.dynamic.read();
+        if let Some(cs) = self.lookup_key(&dynamic, ev.key()) {
+            for c in cs {
+                c.apply(ev);
+            }
+        }
+    }
+
+    /// A cache for a resource served from run time on (custom resources); `add` starts feeding it.
+    pub fn new_cache(&self, info: ResourceInfo) -> Arc<WatchCache> {
+        Arc::new(WatchCache::new(info, &self.root))
+    }
+
+    /// Starts feeding caches that share one key prefix (the versions of one custom
+    /// resource), replacing those fed for that prefix before. Returns once they hold the
+    /// stored objects as of the feeder's revision.
+    pub async fn add(&self, caches: Vec<Arc<WatchCache>>) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        self.add_tx
+            .send(AddRequest { caches, done })
+            .await
+            .map_err(|_| "the watch cache feeder has stopped".to_string())?;
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the watch cache feeder has stopped".into()),
+            Err(_) => Err("timed out waiting for the watch cache feeder".into()),
+        }
+    }
+
+    /// Stops feeding the run-time caches of `prefix`; their watchers are told to end.
+    pub fn remove(&self, prefix: &str) {
+        let removed = self.dynamic.write().remove(prefix);
+        for c in removed.into_iter().flatten() {
+            let rev = c.revision();
+            c.reset(&[], rev);
+        }
+    }
+
+    /// Lists `req`'s prefix at `revision` and installs its caches (feeder task only).
+    async fn install(&self, backend: &dyn Backend, req: AddRequest, revision: i64) {
+        let Some(prefix) = req.caches.first().map(|c| c.prefix.clone()) else {
+            let _ = req.done.send(Ok(()));
+            return;
+        };
+        let result = async {
+            let kvs = list_all(backend, &prefix, revision).await?;
+            let refs: Vec<&KeyValue> = kvs.iter().collect();
+            for c in &req.caches {
+                c.reset(&refs, revision);
+            }
+            let replaced = self.dynamic.write().insert(prefix, req.caches);
+            for c in replaced.into_iter().flatten() {
+                let rev = c.revision();
+                c.reset(&[], rev);
+            }
+            Ok::<(), storage::Error>(())
+        }
+        .await;
+        let _ = req.done.send(result.map_err(|e| e.to_string()));
     }
 
     async fn load(&self, backend: &dyn Backend, root: &str) -> storage::Result<i64> {
-        let mut all: Vec<KeyValue> = Vec::new();
-        let mut start_after = String::new();
-        let mut revision = 0;
-        loop {
-            let page = backend
-                .list(&ListOptions {
-                    prefix: root.to_string(),
-                    start_after: start_after.clone(),
-                    limit: 10_000,
-                    revision,
-                })
-                .await?;
-            revision = page.revision;
-            let more = page.more;
-            if let Some(last) = page.kvs.last() {
-                start_after = last.key.clone();
-            }
-            all.extend(page.kvs);
-            if !more {
-                break;
-            }
-        }
+        let (all, revision) = list_pages(backend, root, 0).await?;
+        let dynamic = self.dynamic.read().clone();
         let mut grouped: HashMap<*const WatchCache, (Arc<WatchCache>, Vec<&KeyValue>)> =
             HashMap::new();
-        for caches in self.by_prefix.values() {
+        for caches in self.by_prefix.values().chain(dynamic.values()) {
             for c in caches {
                 grouped.insert(Arc::as_ptr(c), (c.clone(), Vec::new()));
             }
         }
         for kv in &all {
-            if let Some(cs) = self.caches_for_key(&kv.key) {
+            let cs = self
+                .caches_for_key(&kv.key)
+                .or_else(|| self.lookup_key(&dynamic, &kv.key));
+            if let Some(cs) = cs {
                 for c in cs {
                     if let Some(entry) = grouped.get_mut(&Arc::as_ptr(c)) {
                         entry.1.push(kv);
@@ -603,7 +721,11 @@ impl Caches {
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         let root = self.root.clone();
+        let add_rx = self.add_rx.lock().take();
         tokio::spawn(async move {
+            // Without the receiver (a second feeder), run-time caches are not served.
+            let (_unused_tx, unused_rx) = mpsc::channel(1);
+            let mut add_rx = add_rx.unwrap_or(unused_rx);
             let mut backoff = Duration::from_millis(100);
             loop {
                 if shutdown.is_cancelled() {
@@ -639,11 +761,7 @@ impl Caches {
                         item = stream.next() => match item {
                             Some(Ok(ev)) => {
                                 let r = ev.revision();
-                                if let Some(cs) = this.caches_for_key(ev.key()) {
-                                    for c in cs {
-                                        c.apply(&ev);
-                                    }
-                                }
+                                this.apply(&ev);
                                 last = last.max(r);
                                 this.seen_tx.send_replace(last);
                             }
@@ -656,9 +774,13 @@ impl Caches {
                                 break;
                             }
                         },
+                        Some(req) = add_rx.recv() => {
+                            this.install(backend.as_ref(), req, last).await;
+                        }
                         _ = progress.tick() => {
                             // Quiet: tell watchers how far they are (for bookmarks).
-                            for cs in this.by_prefix.values() {
+                            let dynamic = this.dynamic.read().clone();
+                            for cs in this.by_prefix.values().chain(dynamic.values()) {
                                 for c in cs {
                                     c.progress(last);
                                 }

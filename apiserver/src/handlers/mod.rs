@@ -155,7 +155,8 @@ async fn non_resource(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(Error::MethodNotSupported);
     }
-    let res = &state.registry.resources;
+    let all = state.registry.all_resources();
+    let res = &all;
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -474,8 +475,7 @@ async fn resource(
     };
     let store = state
         .registry
-        .store(&info.api_group, &info.api_version, resource_name)
-        .cloned()
+        .lookup(&info.api_group, &info.api_version, resource_name)
         .ok_or(Error::NotFoundPath)?;
     let namespaced = store.info.namespaced;
     // RequestInfo names a namespace object's own name as its namespace.
@@ -558,9 +558,8 @@ async fn resource(
                     let obj: Value =
                         serde_json::from_slice(&b).map_err(|e| Error::Internal(e.to_string()))?;
                     let rv = object::meta_str(&obj, "resourceVersion").to_string();
-                    let t = crate::table::render(
-                        store.info.group,
-                        store.info.kind,
+                    let t = crate::table::render_for(
+                        &store.info,
                         std::slice::from_ref(&obj),
                         &include,
                         &rv,
@@ -591,9 +590,8 @@ async fn resource(
                         .and_then(Value::as_str)
                         .unwrap_or("");
                     let cont = list.pointer("/metadata/continue").and_then(Value::as_str);
-                    let t = crate::table::render(
-                        store.info.group,
-                        store.info.kind,
+                    let t = crate::table::render_for(
+                        &store.info,
                         &items,
                         &include,
                         rv,
@@ -868,15 +866,22 @@ fn field_validation(store: &Store, q: &Query, obj: &Value) -> Result<Vec<String>
             v = store.info.version,
         ))
     };
-    let typed = match crate::typed::roundtrip(store.info.group, store.info.kind, obj) {
-        None => return Ok(Vec::new()),
-        Some(Err(e)) => return Err(cannot(e)),
-        Some(Ok(t)) => t,
+    let found = match store.info.strategy.unknown_fields(obj) {
+        Some(_) if mode == "Ignore" => return Ok(Vec::new()),
+        Some(fields) => fields,
+        None => {
+            let typed = match crate::typed::roundtrip(store.info.group, store.info.kind, obj) {
+                None => return Ok(Vec::new()),
+                Some(Err(e)) => return Err(cannot(e)),
+                Some(Ok(t)) => t,
+            };
+            if mode == "Ignore" {
+                return Ok(Vec::new());
+            }
+            crate::typed::unknown_fields(obj, &typed)
+        }
     };
-    if mode == "Ignore" {
-        return Ok(Vec::new());
-    }
-    let unknown: Vec<String> = crate::typed::unknown_fields(obj, &typed)
+    let unknown: Vec<String> = found
         .into_iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
@@ -947,6 +952,8 @@ fn scale_of(store: &Store, obj: &Value) -> Result<Value> {
                 .map(|s| s.to_string())
                 .unwrap_or_default()
         }
+        // Custom resources point labelSelectorPath at a selector string.
+        Some(Value::String(s)) => s.clone(),
         Some(Value::Object(m)) => {
             let mut parts: Vec<String> = m
                 .iter()

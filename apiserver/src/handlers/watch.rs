@@ -176,9 +176,8 @@ pub async fn serve(
             Some(include) => {
                 let v: serde_json::Value = serde_json::from_slice(obj).unwrap_or_default();
                 let rv = crate::object::meta_str(&v, "resourceVersion").to_string();
-                let t = crate::table::render(
-                    store2.info.group,
-                    store2.info.kind,
+                let t = crate::table::render_for(
+                    &store2.info,
                     std::slice::from_ref(&v),
                     include,
                     &rv,

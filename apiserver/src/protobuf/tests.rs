@@ -223,7 +223,11 @@ fn check(api_version: &str, kind: &str, obj: &impl prost::Message, mut want: Val
 #[test]
 fn every_served_kind_has_a_message() {
     let schema = schema::schema().unwrap();
-    for r in crate::registry::table::resources() {
+    // CRDs arrive as JSON from kubectl (unstructured); their protobuf form is not served.
+    for r in crate::registry::table::resources()
+        .into_iter()
+        .filter(|r| r.group != crate::crd::GROUP)
+    {
         let av = api_version(r.group, r.version);
         let name = message_name(&av, r.kind).unwrap();
         assert!(schema.message(&name).is_some(), "{av} {}: {name}", r.kind);

@@ -181,6 +181,18 @@ pub trait Strategy: Send + Sync + 'static {
         obj
     }
 
+    /// A Table printer known only at run time (custom resources); `None` = the kind's built-in one.
+    fn printer(&self) -> Option<&dyn crate::table::DynamicPrinter> {
+        None
+    }
+
+    /// Fields of `obj` its schema does not declare (upstream paths such as `spec.foo`), for
+    /// `fieldValidation`, for kinds whose schema is known only at run time (custom resources);
+    /// `None` = use the typed model of a built-in kind.
+    fn unknown_fields(&self, _obj: &Value) -> Option<Vec<String>> {
+        None
+    }
+
     /// Whether create/update may go ahead in a namespace (false for e.g. namespaces themselves).
     /// Kinds that must be allowed in terminating namespaces (events) return true.
     fn allowed_in_terminating_namespace(&self) -> bool {

@@ -20,10 +20,14 @@ use crate::watch_cache::Caches;
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+type StoreKey = (String, String, String);
+
 /// Every store, addressable by group/version/resource.
 pub struct Registry {
     pub resources: Vec<ResourceInfo>,
-    stores: HashMap<(String, String, String), Arc<Store>>,
+    stores: HashMap<StoreKey, Arc<Store>>,
+    /// Stores of custom resources, installed and removed as CustomResourceDefinitions change.
+    custom: parking_lot::RwLock<HashMap<StoreKey, Arc<Store>>>,
     pub caches: Arc<Caches>,
     pub backend: Arc<dyn Backend>,
 }
@@ -64,15 +68,77 @@ impl Registry {
         Ok(Registry {
             resources,
             stores,
+            custom: parking_lot::RwLock::new(HashMap::new()),
             caches,
             backend,
         })
     }
 
-    /// The store of a resource.
+    /// The store of a built-in resource.
     pub fn store(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<Store>> {
         self.stores
             .get(&(group.to_string(), version.to_string(), plural.to_string()))
+    }
+
+    /// The store of any served resource, built-in or custom.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<Store>> {
+        let k = (group.to_string(), version.to_string(), plural.to_string());
+        self.stores
+            .get(&k)
+            .cloned()
+            .or_else(|| self.custom.read().get(&k).cloned())
+    }
+
+    /// Every served resource: the built-in table, then custom resources by group.
+    pub fn all_resources(&self) -> Vec<ResourceInfo> {
+        let mut custom: Vec<ResourceInfo> = self
+            .custom
+            .read()
+            .values()
+            .map(|s| s.info.clone())
+            .collect();
+        custom.sort_by(|a, b| (a.group, a.plural, a.version).cmp(&(b.group, b.plural, b.version)));
+        self.resources.iter().cloned().chain(custom).collect()
+    }
+
+    /// Creates a store for a custom resource version over `cache` (already fed).
+    pub fn custom_store(
+        &self,
+        info: ResourceInfo,
+        cache: Arc<crate::watch_cache::WatchCache>,
+    ) -> Arc<Store> {
+        Arc::new(Store::new(
+            info,
+            cache,
+            self.backend.clone(),
+            self.caches.clone(),
+        ))
+    }
+
+    /// Serves `stores` for `(group, plural)` from now on, replacing what served it before.
+    pub fn install_custom(&self, group: &str, plural: &str, stores: Vec<Arc<Store>>) {
+        let mut custom = self.custom.write();
+        custom.retain(|k, _| !(k.0 == group && k.2 == plural));
+        for s in stores {
+            let k = (
+                s.info.group.to_string(),
+                s.info.version.to_string(),
+                s.info.plural.to_string(),
+            );
+            custom.insert(k, s);
+        }
+    }
+
+    /// Stops serving the custom resource `(group, plural)`.
+    pub fn remove_custom(&self, group: &str, plural: &str) {
+        self.custom
+            .write()
+            .retain(|k, _| !(k.0 == group && k.2 == plural));
+    }
+
+    /// The stores of custom resources currently served.
+    pub fn custom_stores(&self) -> Vec<Arc<Store>> {
+        self.custom.read().values().cloned().collect()
     }
 
     /// Creates the system namespaces that do not exist yet.
@@ -244,7 +310,8 @@ impl Registry {
             }
             let name = o.name.clone();
             let mut remaining = 0usize;
-            for (k, store) in &self.stores {
+            let custom = self.custom_stores();
+            for store in self.stores.values().chain(custom.iter()) {
                 if !store.info.namespaced {
                     continue;
                 }
@@ -252,7 +319,6 @@ impl Registry {
                 if store.info.strategy.has_conversion() {
                     continue;
                 }
-                let _ = k;
                 let params = ListParams {
                     filter: crate::watch_cache::Filter {
                         namespace: Some(name.clone()),

@@ -449,6 +449,20 @@ pub fn resources() -> Vec<ResourceInfo> {
             NO_SUB,
             Basic::<scheduling::PriorityClass>::cluster().with_defaults(st::default_priority_class),
         ),
+        // apiextensions.k8s.io/v1
+        info(
+            grp(
+                crate::crd::GROUP,
+                "v1",
+                "CustomResourceDefinition",
+                crate::crd::PLURAL,
+                &["crd", "crds"],
+            ),
+            &["api-extensions"],
+            false,
+            STATUS,
+            crate::crd::strategy::CrdStrategy,
+        ),
         // admissionregistration.k8s.io/v1
         info(
             grp(
@@ -508,6 +522,6 @@ mod tests {
             find("apps", "deployments").map(|r| r.short_names),
             Some(&["deploy"][..])
         );
-        assert_eq!(rs.len(), 38);
+        assert_eq!(rs.len(), 39);
     }
 }

@@ -135,9 +135,9 @@ pub(crate) struct Column {
 }
 
 /// ObjectMeta's swagger description of `name`.
-const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+pub(crate) const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
 /// ObjectMeta's swagger description of `creationTimestamp`.
-const CREATED_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
+pub(crate) const CREATED_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 /// Shared description of the Containers column.
 pub(crate) const CONTAINERS_DOC: &str = "Names of each container in the template.";
 /// Shared description of the Images column.
@@ -242,6 +242,46 @@ fn default_cells(obj: &Value, _now: DateTime<Utc>) -> Vec<Value> {
     vec![format::name(obj), Value::from(created)]
 }
 
+/// Columns and cells known only at run time (custom resources' `additionalPrinterColumns`).
+pub trait DynamicPrinter: Send + Sync {
+    /// `metav1.TableColumnDefinition`s, Name first.
+    fn columns(&self) -> Vec<Value>;
+    /// One row's cells, in column order.
+    fn cells(&self, obj: &Value) -> Vec<Value>;
+}
+
+/// A Table of objects of the resource `info` (its strategy's run-time printer, else the
+/// built-in printer of its kind).
+pub fn render_for(
+    info: &crate::registry::ResourceInfo,
+    objects: &[Value],
+    include: &IncludeObject,
+    resource_version: &str,
+    continue_token: Option<&str>,
+    now: DateTime<Utc>,
+) -> Value {
+    match info.strategy.printer() {
+        Some(p) => table(
+            p.columns(),
+            objects,
+            |o| p.cells(o),
+            None,
+            include,
+            resource_version,
+            continue_token,
+        ),
+        None => render(
+            info.group,
+            info.kind,
+            objects,
+            include,
+            resource_version,
+            continue_token,
+            now,
+        ),
+    }
+}
+
 /// A Table for a list: `objects` are the served JSON objects (with kind/apiVersion/metadata); `resource_version`/`continue_token` go in the Table's metadata.
 pub fn render(
     group: &str,
@@ -253,12 +293,32 @@ pub fn render(
     now: DateTime<Utc>,
 ) -> Value {
     let printer = printer(group, kind).unwrap_or(Printer::new(DEFAULT_COLUMNS, default_cells));
+    table(
+        printer.columns.iter().map(|c| c.to_json()).collect(),
+        objects,
+        |o| (printer.cells)(o, now),
+        printer.conditions,
+        include,
+        resource_version,
+        continue_token,
+    )
+}
+
+fn table(
+    columns: Vec<Value>,
+    objects: &[Value],
+    cells: impl Fn(&Value) -> Vec<Value>,
+    conditions: Option<fn(&Value) -> Option<Value>>,
+    include: &IncludeObject,
+    resource_version: &str,
+    continue_token: Option<&str>,
+) -> Value {
     let rows: Vec<Value> = objects
         .iter()
         .map(|obj| {
             let mut row = Map::new();
-            row.insert("cells".into(), Value::Array((printer.cells)(obj, now)));
-            if let Some(conditions) = printer.conditions.and_then(|f| f(obj)) {
+            row.insert("cells".into(), Value::Array(cells(obj)));
+            if let Some(conditions) = conditions.and_then(|f| f(obj)) {
                 row.insert("conditions".into(), conditions);
             }
             match include {
@@ -285,7 +345,7 @@ pub fn render(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": printer.columns.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+        "columnDefinitions": columns,
         "rows": rows,
     })
 }

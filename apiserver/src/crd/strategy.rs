@@ -1,0 +1,184 @@
+//! The CustomResourceDefinition kind: defaulting, validation, and the status the API server
+//! keeps (`acceptedNames`, `storedVersions`, conditions NamesAccepted and Established).
+
+use serde_json::{json, Map, Value};
+
+use super::CLEANUP_FINALIZER;
+use crate::object;
+use crate::registry::strategies::{child, set_default};
+use crate::registry::Strategy;
+use crate::validation::FieldErrors;
+
+/// Strategy of `customresourcedefinitions`.
+pub struct CrdStrategy;
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// One condition, keeping the transition time of an unchanged old one.
+fn condition(old: &[Value], type_: &str, reason: &str, message: &str) -> Value {
+    let kept = old
+        .iter()
+        .find(|c| c["type"] == type_ && c["status"] == "True")
+        .and_then(|c| c.get("lastTransitionTime").cloned());
+    json!({
+        "type": type_,
+        "status": "True",
+        "lastTransitionTime": kept.unwrap_or_else(|| Value::String(now())),
+        "reason": reason,
+        "message": message,
+    })
+}
+
+/// Recomputes the status from the spec (names are accepted at once: conflicts between CRDs
+/// are not detected) and the old status (`storedVersions` only grows).
+fn set_status(obj: &mut Value, old: Option<&Value>) {
+    let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let storage = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().find(|v| v["storage"] == true))
+        .and_then(|v| v["name"].as_str())
+        .map(str::to_string);
+    let old_status = old.and_then(|o| o.get("status"));
+    let mut stored: Vec<Value> = old_status
+        .and_then(|s| s.get("storedVersions"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(s) = storage {
+        if !stored.contains(&json!(s)) {
+            stored.push(json!(s));
+        }
+    }
+    let old_conditions: Vec<Value> = old_status
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let conditions = vec![
+        condition(
+            &old_conditions,
+            "NamesAccepted",
+            "NoConflicts",
+            "no conflicts found",
+        ),
+        condition(
+            &old_conditions,
+            "Established",
+            "InitialNamesAccepted",
+            "the initial names have been accepted",
+        ),
+    ];
+    if let Some(m) = obj.as_object_mut() {
+        m.insert(
+            "status".into(),
+            json!({"conditions": conditions, "acceptedNames": names, "storedVersions": stored}),
+        );
+    }
+}
+
+impl Strategy for CrdStrategy {
+    fn default(&self, obj: &mut Value) {
+        let Some(spec) = child(obj, "spec") else {
+            return;
+        };
+        if let Some(conv) = spec
+            .entry("conversion")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+        {
+            set_default(conv, "strategy", json!("None"));
+        }
+        if let Some(names) = spec.get_mut("names").and_then(Value::as_object_mut) {
+            let kind = names
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if !kind.is_empty() {
+                set_default(names, "singular", json!(kind.to_lowercase()));
+                set_default(names, "listKind", json!(format!("{kind}List")));
+            }
+        }
+        if let Some(versions) = spec.get_mut("versions").and_then(Value::as_array_mut) {
+            for v in versions.iter_mut().filter_map(Value::as_object_mut) {
+                default_columns(v);
+            }
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        let m = object::meta_mut(obj);
+        let finalizers = m
+            .entry("finalizers")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(f) = finalizers.as_array_mut() {
+            if !f.contains(&json!(CLEANUP_FINALIZER)) {
+                f.push(json!(CLEANUP_FINALIZER));
+            }
+        }
+        set_status(obj, None);
+    }
+
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        set_status(new, Some(old));
+    }
+
+    fn validate(&self, obj: &Value) -> FieldErrors {
+        super::validation::validate(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
+        super::validation::validate_update(new, old)
+    }
+}
+
+/// Upstream defaults a printer column's priority to 0.
+fn default_columns(version: &mut Map<String, Value>) {
+    if let Some(cols) = version
+        .get_mut("additionalPrinterColumns")
+        .and_then(Value::as_array_mut)
+    {
+        for c in cols.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(c, "priority", json!(0));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn create_sets_status_finalizer_and_defaults() {
+        let mut c = json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                     "names": {"plural": "widgets", "kind": "Widget"},
+                     "versions": [{"name": "v1", "served": true, "storage": true}]},
+            "status": {"storedVersions": ["bogus"]},
+        });
+        CrdStrategy.default(&mut c);
+        CrdStrategy.prepare_for_create(&mut c);
+        assert_eq!(c["spec"]["names"]["singular"], "widget");
+        assert_eq!(c["spec"]["names"]["listKind"], "WidgetList");
+        assert_eq!(c["spec"]["conversion"]["strategy"], "None");
+        assert_eq!(c["metadata"]["finalizers"], json!([CLEANUP_FINALIZER]));
+        assert_eq!(c["status"]["storedVersions"], json!(["v1"]));
+        assert_eq!(c["status"]["acceptedNames"]["kind"], "Widget");
+        assert_eq!(c["status"]["conditions"][1]["type"], "Established");
+        let old = c.clone();
+        c["spec"]["versions"] = json!([{"name": "v1", "served": true, "storage": false},
+                                       {"name": "v2", "served": true, "storage": true}]);
+        CrdStrategy.prepare_for_update(&mut c, &old);
+        assert_eq!(c["status"]["storedVersions"], json!(["v1", "v2"]));
+        assert_eq!(
+            c["status"]["conditions"][1]["lastTransitionTime"],
+            old["status"]["conditions"][1]["lastTransitionTime"]
+        );
+    }
+}
