@@ -5,7 +5,9 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::render::{self, Rendered, FILTER_CHAINS, NAT_BASE_CHAINS, NAT_CHAIN_PREFIXES};
+use crate::render::{
+    Plan, FILTER_CHAINS, MAX_CHAINS_PER_RESTORE, NAT_BASE_CHAINS, NAT_CHAIN_PREFIXES,
+};
 
 /// Errors running iptables.
 #[derive(Debug, thiserror::Error)]
@@ -186,26 +188,38 @@ impl Iptables {
             .collect())
     }
 
-    /// Applies `rendered` atomically per table: the proxy's chains are replaced, per-service
-    /// chains no longer rendered are deleted, nothing else is touched. Then makes sure the
-    /// jumps from the built-in chains exist.
-    pub async fn sync(&self, rendered: &Rendered) -> Result<(), Error> {
-        let stale: Vec<String> = self
-            .owned_chains("nat")
-            .await?
-            .into_iter()
-            .filter(|c| {
-                NAT_CHAIN_PREFIXES.iter().any(|p| c.starts_with(p))
-                    && !rendered.nat_chains.contains(c)
-            })
-            .collect();
-        let text = format!(
-            "{}{}",
-            rendered.filter,
-            render::nat_with_stale(rendered, &stale)
-        );
-        self.restore(&text).await?;
-        self.ensure_jumps().await
+    /// Per-service chains (KUBE-SVC-, KUBE-SEP-, KUBE-EXT-) now in the nat table.
+    pub async fn service_chains(&self) -> Result<Vec<String>, Error> {
+        let mut chains = self.owned_chains("nat").await?;
+        chains.retain(|c| NAT_CHAIN_PREFIXES.iter().any(|p| c.starts_with(p)));
+        Ok(chains)
+    }
+
+    /// Applies `plan` with `iptables-restore --noflush`, rendering each input into `buf`: one
+    /// input, or when it declares more than [`MAX_CHAINS_PER_RESTORE`] per-service chains,
+    /// batches of those first (see [`Plan::batches`]). The proxy's chains are replaced, stale
+    /// ones deleted, nothing else is touched. Then makes sure the jumps from the built-in
+    /// chains exist. Returns how many inputs it ran.
+    pub async fn apply(&self, plan: &Plan, buf: &mut String) -> Result<usize, Error> {
+        self.apply_batched(plan, buf, MAX_CHAINS_PER_RESTORE).await
+    }
+
+    /// [`Iptables::apply`] with at most `max_chains` per-service chains per input.
+    pub async fn apply_batched(
+        &self,
+        plan: &Plan,
+        buf: &mut String,
+        max_chains: usize,
+    ) -> Result<usize, Error> {
+        let batches = plan.batches(max_chains);
+        for r in &batches {
+            plan.write_batch(r.clone(), buf);
+            self.restore(buf).await?;
+        }
+        plan.write_final(batches.is_empty(), buf);
+        self.restore(buf).await?;
+        self.ensure_jumps().await?;
+        Ok(batches.len() + 1)
     }
 
     /// Makes sure each jump exists and comes before every rule of its built-in chain that is
@@ -213,7 +227,14 @@ impl Iptables {
     /// ACCEPT rules at the top of FORWARD when it creates a network; below them, traffic from
     /// a bridge to a Service without endpoints would be forwarded instead of rejected.
     async fn ensure_jumps(&self) -> Result<(), Error> {
-        for (table, chain, spec, target) in JUMPS {
+        // Listing is all a sync normally needs: run the six at once.
+        let listed =
+            futures::future::join_all(JUMPS.iter().map(|&(table, chain, ..)| async move {
+                self.exec("iptables", &["-w", "-t", table, "-S", chain], None)
+                    .await
+            }))
+            .await;
+        for ((table, chain, spec, target), listed) in JUMPS.into_iter().zip(listed) {
             let rule = |op: &'static str| {
                 let mut a = vec!["-w", "-t", table, op, chain];
                 if op == "-I" {
@@ -223,10 +244,7 @@ impl Iptables {
                 a.extend_from_slice(&["-j", target]);
                 a
             };
-            let listed = self
-                .exec("iptables", &["-w", "-t", table, "-S", chain], None)
-                .await?;
-            if jump_in_front(&listed, chain, target) {
+            if jump_in_front(&listed?, chain, target) {
                 continue;
             }
             while self.exec("iptables", &rule("-C"), None).await.is_ok() {

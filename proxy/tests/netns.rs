@@ -1,13 +1,17 @@
 //! Applies rendered rules for real inside a network namespace this test creates, checks
-//! them with `iptables-save`, re-syncs with fewer services (stale chains go), then cleans up.
+//! them with `iptables-save`, re-syncs partially (a deleted Service's chains go), applies a
+//! large sync in batches, then cleans up.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::process::Command;
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxy::render::{self, Options};
+use proxy::model::Model;
+use proxy::render::{self, Options, Renderer};
 use proxy::Iptables;
 use serde_json::json;
 
@@ -15,7 +19,11 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Self {
-        let name = format!("minik8s-proxy-test-{}", std::process::id());
+        Self::new_named("test")
+    }
+
+    fn new_named(what: &str) -> Self {
+        let name = format!("minik8s-proxy-{what}-{}", std::process::id());
         let st = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -77,10 +85,21 @@ async fn rules_apply_resync_and_clean_up_in_a_netns() {
         service("empty", "10.96.0.21", None),
     ];
     let slices = [slice("web", &["10.244.1.2", "10.244.1.3", "10.244.1.4"])];
-    let r = render::render(&services, &slices, &opts);
-    ipt.sync(&r).await.unwrap();
+    let mut model = Model::from_objects(&services, &slices);
+    let mut r = Renderer::new(opts.clone());
+    let mut buf = String::new();
+    let changed = model.take_changed();
+    let plan = r.render(&model, &changed, false, &[]);
+    assert!(plan.full);
+    assert_eq!(ipt.apply(plan, &mut buf).await.unwrap(), 1);
+    r.applied();
     // Syncing the same rules again works (no flush first, chains replaced in place).
-    ipt.sync(&r).await.unwrap();
+    let existing = ipt.service_chains().await.unwrap();
+    assert_eq!(existing.len(), 5, "{existing:?}");
+    let plan = r.render(&model, &BTreeSet::new(), true, &existing);
+    assert!(plan.stale().is_empty());
+    ipt.apply(plan, &mut buf).await.unwrap();
+    r.applied();
 
     let saved = save(&ipt).await;
     let svc = render::service_chain("ns1/web:p80", "tcp");
@@ -124,10 +143,16 @@ async fn rules_apply_resync_and_clean_up_in_a_netns() {
         .unwrap();
     assert!(st.success());
 
-    // The web service goes away: its chains are deleted, the empty one now gets endpoints.
-    let slices = [slice("empty", &["10.244.1.9"])];
-    let r2 = render::render(&services[1..], &slices, &opts);
-    ipt.sync(&r2).await.unwrap();
+    // The web service goes away: its chains are deleted, the empty one now gets endpoints,
+    // in a partial sync.
+    model.delete_service(&services[0]);
+    model.apply_slice(&slice("empty", &["10.244.1.9"]));
+    let changed = model.take_changed();
+    let plan = r.render(&model, &changed, false, &[]);
+    assert!(!plan.full);
+    assert_eq!(plan.stale().len(), 5);
+    ipt.apply(plan, &mut buf).await.unwrap();
+    r.applied();
     let saved = save(&ipt).await;
     assert!(!saved.contains(&svc), "{saved}");
     assert!(!saved.contains(&sep1), "{saved}");
@@ -142,6 +167,27 @@ async fn rules_apply_resync_and_clean_up_in_a_netns() {
         "{saved}"
     );
 
+    // A leftover chain (from an earlier run) goes with the next full sync.
+    let leftover = render::endpoint_chain("ns1/old:p80", "tcp", "10.244.9.9:80");
+    let st = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.0, "iptables", "-t", "nat", "-N", &leftover,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let existing = ipt.service_chains().await.unwrap();
+    let plan = r.render(&model, &BTreeSet::new(), true, &existing);
+    assert_eq!(plan.stale(), [leftover.clone()]);
+    ipt.apply(plan, &mut buf).await.unwrap();
+    r.applied();
+    let saved = save(&ipt).await;
+    assert!(!saved.contains(&leftover), "{saved}");
+    assert!(
+        saved.contains("--to-destination 10.244.1.9:8080"),
+        "{saved}"
+    );
+
     ipt.cleanup().await.unwrap();
     let saved = save(&ipt).await;
     assert!(!saved.contains("KUBE-"), "left behind:\n{saved}");
@@ -150,5 +196,62 @@ async fn rules_apply_resync_and_clean_up_in_a_netns() {
         "{saved}"
     );
     // Cleanup with nothing left is fine.
+    ipt.cleanup().await.unwrap();
+}
+
+/// `iptables-save` of both tables as a sorted set of lines, without comments and counters.
+async fn saved_lines(ipt: &Iptables) -> Vec<String> {
+    let mut lines: Vec<String> = save(ipt)
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(" [").next().unwrap_or(l).to_string())
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn a_sync_in_batches_leaves_the_same_rules_as_one_input() {
+    let ns = Netns::new_named("batch");
+    let ipt = Iptables::in_netns(&ns.0);
+    let services: Vec<Service> = (0..6)
+        .map(|i| {
+            service(
+                &format!("s{i}"),
+                &format!("10.96.1.{i}"),
+                (i % 2 == 0).then_some(30100 + i),
+            )
+        })
+        .collect();
+    let slices: Vec<EndpointSlice> = (0..5)
+        .map(|i| {
+            slice(
+                &format!("s{i}"),
+                &[
+                    format!("10.244.2.{i}").as_str(),
+                    format!("10.244.3.{i}").as_str(),
+                ],
+            )
+        })
+        .collect();
+    let model = Model::from_objects(&services, &slices);
+    let mut buf = String::new();
+
+    let mut r = Renderer::new(Options::default());
+    let plan = r.render(&model, &BTreeSet::new(), true, &[]);
+    assert_eq!(plan.chains_written(), 5 * 3 + 3);
+    assert_eq!(ipt.apply(plan, &mut buf).await.unwrap(), 1);
+    let single = saved_lines(&ipt).await;
+    assert!(single
+        .iter()
+        .any(|l| l.contains("--to-destination 10.244.3.4:8080")));
+    ipt.cleanup().await.unwrap();
+
+    let mut r = Renderer::new(Options::default());
+    let plan = r.render(&model, &BTreeSet::new(), true, &[]);
+    // 3 or 4 chains per service: 6 inputs of chains (a service is never split), then the last.
+    assert_eq!(ipt.apply_batched(plan, &mut buf, 4).await.unwrap(), 6);
+    assert_eq!(saved_lines(&ipt).await, single);
     ipt.cleanup().await.unwrap();
 }

@@ -10,7 +10,9 @@
 //! - for `--events` endpoint changes, spaced beyond the proxy's minimum sync period: the time
 //!   from the API's answer to the patch until the new endpoint's chain exists in the namespace,
 //!   and the sync the proxy logged for it;
-//! - the proxy's resident memory with everything synced.
+//! - the proxy's resident memory with everything synced;
+//! - the floor: `iptables-restore` alone, in fresh namespaces, for the same rules (the whole
+//!   set as one input and as the proxy's batches; one partial sync after an endpoint change).
 //!
 //! ```text
 //! hack/bench-proxy.sh
@@ -85,8 +87,17 @@ fn slice(i: usize, endpoints: &[String]) -> anyhow::Result<EndpointSlice> {
     }))?)
 }
 
-/// `elapsed_ms=` and `services=` of a "synced iptables rules" log line.
-fn parse_sync(line: &str) -> Option<(f64, usize)> {
+/// Fields of a "synced iptables rules" log line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sync {
+    services: usize,
+    elapsed_ms: f64,
+    render_ms: f64,
+    apply_ms: f64,
+    restores: usize,
+}
+
+fn parse_sync(line: &str) -> Option<Sync> {
     if !line.contains("synced iptables rules") {
         return None;
     }
@@ -96,10 +107,115 @@ fn parse_sync(line: &str) -> Option<(f64, usize)> {
             .map(|v| v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.'))
             .map(str::to_string)
     };
-    Some((
-        field("elapsed_ms=")?.parse().ok()?,
-        field("services=")?.parse().ok()?,
-    ))
+    let num = |name: &str| field(name).and_then(|v| v.parse::<f64>().ok());
+    Some(Sync {
+        services: field("services=")?.parse().ok()?,
+        elapsed_ms: num("elapsed_ms=")?,
+        render_ms: num("render_ms=").unwrap_or(0.0),
+        apply_ms: num("apply_ms=").unwrap_or(0.0),
+        restores: num("restores=").unwrap_or(1.0) as usize,
+    })
+}
+
+/// Runs `iptables-restore -w --noflush` with `input` inside `netns`; returns how long it took.
+async fn restore(netns: &str, input: &str) -> anyhow::Result<Duration> {
+    use tokio::io::AsyncWriteExt;
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "iptables-restore",
+            "-w",
+            "--noflush",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(input.as_bytes()).await?;
+    drop(stdin);
+    if !child.wait().await?.success() {
+        bail!("iptables-restore failed in {netns}");
+    }
+    Ok(t0.elapsed())
+}
+
+/// `iptables-restore` alone for the rules of the Services and slices now in the API:
+/// the whole set as one input, as the proxy's batches, and one partial sync.
+async fn restore_floor(
+    svcs: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+    client: &kube::Client,
+    changed_slice: EndpointSlice,
+) -> anyhow::Result<()> {
+    use proxy::model::Model;
+    use proxy::render::{Options, Renderer, MAX_CHAINS_PER_RESTORE};
+    use std::collections::BTreeSet;
+    let mut all: Vec<Service> = svcs.list(&Default::default()).await?.items;
+    all.extend(
+        Api::<Service>::namespaced(client.clone(), "default")
+            .list(&Default::default())
+            .await?
+            .items,
+    );
+    let sls = slices.list(&Default::default()).await?.items;
+    let opts = Options {
+        cluster_cidr: Some("10.244.0.0/16".into()),
+    };
+    let mut model = Model::from_objects(&all, &sls);
+    let mut buf = String::new();
+
+    let one = Netns(format!("minik8s-bench-floor1-{}", std::process::id()));
+    let batched = Netns(format!("minik8s-bench-floor2-{}", std::process::id()));
+    for n in [&one, &batched] {
+        let st = std::process::Command::new("ip")
+            .args(["netns", "add", &n.0])
+            .status()?;
+        if !st.success() {
+            bail!("ip netns add {} failed", n.0);
+        }
+    }
+    let mut r = Renderer::new(opts.clone());
+    let plan = r.render(&model, &BTreeSet::new(), true, &[]);
+    let text = plan.text();
+    let single = restore(&one.0, &text).await?;
+    let batches = plan.batches(MAX_CHAINS_PER_RESTORE);
+    let t0 = Instant::now();
+    for b in &batches {
+        plan.write_batch(b.clone(), &mut buf);
+        restore(&batched.0, &buf).await?;
+    }
+    plan.write_final(batches.is_empty(), &mut buf);
+    restore(&batched.0, &buf).await?;
+    let in_batches = t0.elapsed();
+    println!(
+        "floor, iptables-restore alone: the whole set ({} chains, {} lines) in one input {:.1} ms; in the proxy's {} inputs {:.1} ms",
+        plan.chains_written(),
+        text.lines().count(),
+        single.as_secs_f64() * 1000.0,
+        batches.len() + 1,
+        in_batches.as_secs_f64() * 1000.0
+    );
+    r.applied();
+    model.take_changed();
+    model.apply_slice(&changed_slice);
+    let plan = r.render(&model, &model.take_changed(), false, &[]);
+    let text = plan.text();
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        samples.push(micros(restore(&one.0, &text).await?));
+    }
+    if let Some(l) = Latency::from_samples(&mut samples) {
+        println!(
+            "floor, iptables-restore alone: a partial sync after one endpoint change ({} chains, {} lines) p50 {} max {}",
+            plan.chains_written(),
+            text.lines().count(),
+            ms(l.p50_us),
+            ms(l.max_us)
+        );
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -180,9 +296,9 @@ async fn main() -> anyhow::Result<()> {
 
     // The first sync with every Service (the `kubernetes` Service is one more).
     let first = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some((elapsed, n)) = syncs.recv().await {
-            if n > args.services {
-                return Some(elapsed);
+        while let Some(s) = syncs.recv().await {
+            if s.services > args.services {
+                return Some(s);
             }
         }
         None
@@ -192,13 +308,15 @@ async fn main() -> anyhow::Result<()> {
     .flatten()
     .context("the proxy never synced every Service")?;
     println!(
-        "full sync of {} Services x {} endpoints: {first:.1} ms (target <= 300 ms)",
-        args.services, args.endpoints
+        "full sync of {} Services x {} endpoints: {:.1} ms (render {:.1} ms, apply {:.1} ms in {} iptables-restore inputs; target <= 300 ms)",
+        args.services, args.endpoints, first.elapsed_ms, first.render_ms, first.apply_ms, first.restores
     );
 
     // Endpoint changes, each after the minimum sync period (1 s) has passed.
     let mut visible = Vec::new();
     let mut synced = Vec::new();
+    let mut rendered = Vec::new();
+    let mut last_patch = None;
     for k in 0..args.events {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         while syncs.try_recv().is_ok() {}
@@ -206,7 +324,9 @@ async fn main() -> anyhow::Result<()> {
         let mut ips: Vec<String> = (0..args.endpoints).map(|e| endpoint_ip(i, e)).collect();
         let new_ip = format!("10.{}.{}.{}", 200, k / 250, k % 250 + 1);
         ips[0] = new_ip.clone();
-        let patch = serde_json::to_value(slice(i, &ips)?)?;
+        let changed = slice(i, &ips)?;
+        let patch = serde_json::to_value(&changed)?;
+        last_patch = Some(changed);
         slices
             .patch(
                 &format!("svc-{i:04}-x"),
@@ -239,8 +359,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         visible.push(micros(t0.elapsed()));
-        if let Ok(Some((e, _))) = tokio::time::timeout(Duration::from_secs(2), syncs.recv()).await {
-            synced.push((e * 1000.0) as u64);
+        if let Ok(Some(s)) = tokio::time::timeout(Duration::from_secs(2), syncs.recv()).await {
+            synced.push((s.elapsed_ms * 1000.0) as u64);
+            rendered.push((s.render_ms * 1000.0) as u64);
         }
     }
     if let Some(l) = Latency::from_samples(&mut visible) {
@@ -260,6 +381,13 @@ async fn main() -> anyhow::Result<()> {
             ms(l.max_us)
         );
     }
+    if let Some(l) = Latency::from_samples(&mut rendered) {
+        println!(
+            "  of which rendering: p50 {} max {}",
+            ms(l.p50_us),
+            ms(l.max_us)
+        );
+    }
     let rss = proc_status_kib(pid, "VmRSS")?;
     let hwm = proc_status_kib(pid, "VmHWM")?;
     println!(
@@ -269,6 +397,12 @@ async fn main() -> anyhow::Result<()> {
         hwm as f64 / 1024.0
     );
     child.kill().await?;
+    if let Some(mut changed) = last_patch {
+        changed.metadata.namespace = Some(NS.into());
+        // One more endpoint change than the proxy saw: the floor's partial sync.
+        changed.endpoints[0].addresses = vec!["10.250.0.1".into()];
+        restore_floor(&svcs, &slices, &client, changed).await?;
+    }
     Ok(())
 }
 
@@ -278,8 +412,19 @@ mod tests {
 
     #[test]
     fn sync_lines() {
-        let l = "2026-12-01T11:00:00.1Z DEBUG proxy: synced iptables rules services=1001 chains=4004 elapsed_ms=212.5";
-        assert_eq!(parse_sync(l), Some((212.5, 1001)));
+        let l = "2026-12-01T11:00:00.1Z DEBUG proxy: synced iptables rules services=1001 changed=1 full=false written=1 chains=4 stale=1 restores=1 read_ms=0.0 render_ms=2.5 apply_ms=80.0 elapsed_ms=82.5";
+        assert_eq!(
+            parse_sync(l),
+            Some(Sync {
+                services: 1001,
+                elapsed_ms: 82.5,
+                render_ms: 2.5,
+                apply_ms: 80.0,
+                restores: 1
+            })
+        );
+        let old = "DEBUG proxy: synced iptables rules services=1001 chains=4004 elapsed_ms=212.5";
+        assert_eq!(parse_sync(old).map(|s| s.elapsed_ms), Some(212.5));
         assert_eq!(parse_sync("something else"), None);
     }
 }
