@@ -211,6 +211,15 @@ impl DynamicPrinter for CustomStrategy {
         for c in &self.columns {
             let cell = match c.path.first(obj) {
                 None => Value::Null,
+                // Like upstream, the server prints dates as ages ("5m").
+                Some(Value::String(t)) if c.type_ == "date" => {
+                    match chrono::DateTime::parse_from_rfc3339(t) {
+                        Ok(at) => Value::String(crate::table::format::human_duration(
+                            chrono::Utc::now().signed_duration_since(at),
+                        )),
+                        Err(_) => Value::String(t.clone()),
+                    }
+                }
                 Some(v) if c.type_ == "string" => match v {
                     Value::String(s) => Value::String(s.clone()),
                     other => Value::String(other.to_string()),

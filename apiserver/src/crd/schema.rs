@@ -193,7 +193,7 @@ impl Schema {
 
     /// Validates `v` at `path` (upstream field path, `spec.items[0].name`).
     fn validate(&self, v: &Value, path: &str, errs: &mut FieldErrors) {
-        if v.is_null() && (self.nullable || self.type_.is_empty() && !self.int_or_string) {
+        if v.is_null() && (self.nullable || (self.type_.is_empty() && !self.int_or_string)) {
             return;
         }
         let invalid = |value: String, detail: String| FieldError {
@@ -265,7 +265,9 @@ impl Schema {
                         ));
                     }
                 }
-                if self.format == "int32" && (x < i32::MIN as f64 || x > i32::MAX as f64) {
+                if self.format == "int32"
+                    && !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&x)
+                {
                     errs.push(invalid(
                         render(v),
                         format!("{path} in body must be of type int32: {}", render(v)),

@@ -159,14 +159,14 @@ fn validate_spec(obj: &Value) -> FieldErrors {
     if !unique {
         errs.push(FieldError::invalid_raw(
             "spec.versions",
-            &rendered,
+            rendered.as_str(),
             "must contain unique version names",
         ));
     }
     if storage != 1 {
         errs.push(FieldError::invalid_raw(
             "spec.versions",
-            &rendered,
+            rendered.as_str(),
             "must have exactly one version marked as storage version",
         ));
     }
@@ -246,9 +246,10 @@ fn validate_version(v: &Value, path: &str) -> FieldErrors {
     let mut errs = FieldErrors::new();
     let schema_path = format!("{path}.schema.openAPIV3Schema");
     match v.pointer("/schema/openAPIV3Schema") {
-        None | Some(Value::Null) => {
-            errs.push(FieldError::required(&schema_path, "schemas are required"))
-        }
+        None | Some(Value::Null) => errs.push(FieldError::required(
+            schema_path.as_str(),
+            "schemas are required",
+        )),
         Some(s) => {
             match s["type"].as_str().unwrap_or("") {
                 "" => errs.push(FieldError::required(
@@ -265,7 +266,7 @@ fn validate_version(v: &Value, path: &str) -> FieldErrors {
             structural(s, &schema_path, &mut errs);
             if let Err(e) = Schema::parse(s) {
                 errs.push(FieldError::invalid(
-                    &schema_path,
+                    schema_path.as_str(),
                     "",
                     format!("error building validator: {e}"),
                 ));

@@ -97,7 +97,7 @@ impl Registry {
             .values()
             .map(|s| s.info.clone())
             .collect();
-        custom.sort_by(|a, b| (a.group, a.plural, a.version).cmp(&(b.group, b.plural, b.version)));
+        custom.sort_by_key(|r| (r.group, r.plural, r.version));
         self.resources.iter().cloned().chain(custom).collect()
     }
 
