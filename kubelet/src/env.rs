@@ -179,6 +179,11 @@ pub fn resource_value(
 
 /// Expands `$(VAR)` references from `vars`; `$$` is a literal `$`; unknown references stay.
 pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
+    expand_with(s, |name| vars.get(name).cloned())
+}
+
+/// [`expand`] with a lookup function: `None` keeps the reference as written.
+pub fn expand_with(s: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
@@ -192,8 +197,8 @@ pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
             if b[i + 1] == b'(' {
                 if let Some(end) = s[i + 2..].find(')') {
                     let name = &s[i + 2..i + 2 + end];
-                    if let Some(v) = vars.get(name) {
-                        out.push_str(v);
+                    if let Some(v) = lookup(name) {
+                        out.push_str(&v);
                     } else {
                         out.push_str(&s[i..i + 3 + end]);
                     }

@@ -699,24 +699,27 @@ impl PodWorker {
                 return false;
             }
         };
-        let mut mounts =
-            match volumes::container_mounts(c, self.volumes.as_ref().unwrap_or(&HashMap::new()))
-                .await
-            {
-                Ok(m) => m,
-                Err(msg) => {
-                    self.events
-                        .pod(pod, fp, true, "Failed", format!("Error: {msg}"));
-                    self.waiting.insert(
-                        c.name.clone(),
-                        Waiting {
-                            reason: "CreateContainerConfigError".into(),
-                            message: msg,
-                        },
-                    );
-                    return false;
-                }
-            };
+        let mut mounts = match volumes::container_mounts(
+            c,
+            self.volumes.as_ref().unwrap_or(&HashMap::new()),
+            &envs,
+        )
+        .await
+        {
+            Ok(m) => m,
+            Err(msg) => {
+                self.events
+                    .pod(pod, fp, true, "Failed", format!("Error: {msg}"));
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: msg,
+                    },
+                );
+                return false;
+            }
+        };
         match self.termination_log(c, attempt).await {
             Ok(m) => mounts.push(m),
             Err(e) => tracing::warn!(container = %c.name, error = %e, "termination-log file"),

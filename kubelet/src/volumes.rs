@@ -627,9 +627,11 @@ pub async fn prepare(ctx: &VolumeContext<'_>) -> Result<HashMap<String, Prepared
 }
 
 /// Docker mounts for a container's volumeMounts. An error is the CreateContainerConfigError message.
+/// `env` is the container's environment, for `subPathExpr`.
 pub async fn container_mounts(
     c: &Container,
     volumes: &HashMap<String, Prepared>,
+    env: &[(String, String)],
 ) -> Result<Vec<Mount>, String> {
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
@@ -639,10 +641,15 @@ pub async fn container_mounts(
                 m.name, c.name
             )
         })?;
-        let sub = m.sub_path.clone().unwrap_or_default();
-        if sub.starts_with('/') || sub.split('/').any(|s| s == "..") {
+        let sub = sub_path(m, env)?;
+        if sub.starts_with('/') {
             return Err(format!(
-                "subPath {sub:?} must be a relative path without '..'"
+                "error SubPath `{sub}` must not be an absolute path"
+            ));
+        }
+        if sub.split('/').any(|s| s == "..") {
+            return Err(format!(
+                "unable to provision SubPath `{sub}`: must not contain '..'"
             ));
         }
         let mount = match p {
@@ -683,6 +690,37 @@ pub async fn container_mounts(
         mounts.push(mount);
     }
     Ok(mounts)
+}
+
+/// A mount's subPath, or its subPathExpr expanded from the container's environment like
+/// upstream's `ExpandContainerVolumeMounts`: `$(VAR)` references, `$$` escapes, and a
+/// reference to a variable that is unset or empty is an error.
+fn sub_path(
+    m: &k8s_openapi::api::core::v1::VolumeMount,
+    env: &[(String, String)],
+) -> Result<String, String> {
+    let expr = m.sub_path_expr.as_deref().unwrap_or_default();
+    let plain = m.sub_path.as_deref().unwrap_or_default();
+    if expr.is_empty() {
+        return Ok(plain.to_string());
+    }
+    if !plain.is_empty() {
+        return Err("subPathExpr and subPath are mutually exclusive".into());
+    }
+    let vars: HashMap<String, String> = env.iter().cloned().collect();
+    let mut missing = std::collections::BTreeSet::new();
+    let expanded = crate::env::expand_with(expr, |name| match vars.get(name) {
+        Some(v) if !v.is_empty() => Some(v.clone()),
+        _ => {
+            missing.insert(name.to_string());
+            Some(String::new())
+        }
+    });
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.into_iter().collect();
+        return Err(format!("missing value for {}", names.join(", ")));
+    }
+    Ok(expanded)
 }
 
 /// Removes a pod's directory and its tmpfs volumes.
@@ -759,6 +797,34 @@ mod tests {
         assert_eq!(
             std::fs::read_link(d.join("a")).expect("link"),
             Path::new("..data/a")
+        );
+    }
+
+    #[test]
+    fn sub_path_expr_expands_from_env() {
+        let m = |sub: Option<&str>, expr: Option<&str>| k8s_openapi::api::core::v1::VolumeMount {
+            name: "v".into(),
+            mount_path: "/v".into(),
+            sub_path: sub.map(str::to_string),
+            sub_path_expr: expr.map(str::to_string),
+            ..Default::default()
+        };
+        let env = vec![
+            ("POD_NAME".to_string(), "web-0".to_string()),
+            ("EMPTY".to_string(), String::new()),
+        ];
+        assert_eq!(sub_path(&m(Some("a"), None), &env).as_deref(), Ok("a"));
+        assert_eq!(
+            sub_path(&m(None, Some("logs/$(POD_NAME)/$$(POD_NAME)")), &env).as_deref(),
+            Ok("logs/web-0/$(POD_NAME)")
+        );
+        assert_eq!(
+            sub_path(&m(None, Some("$(NOPE)/$(EMPTY)/$(POD_NAME)")), &env),
+            Err("missing value for EMPTY, NOPE".to_string())
+        );
+        assert_eq!(
+            sub_path(&m(Some("a"), Some("$(POD_NAME)")), &env),
+            Err("subPathExpr and subPath are mutually exclusive".to_string())
         );
     }
 }

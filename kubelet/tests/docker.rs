@@ -982,3 +982,72 @@ async fn projected_service_account_tokens_are_bound_to_the_pod() {
     assert_eq!(read(projected.join("vault/t")), vault);
     c.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_path_expr_expands_from_the_container_env() {
+    let c = Cluster::start("subpathexpr").await;
+    let host = c.root.parent().expect("parent").join("host");
+    std::fs::create_dir_all(&host).expect("dir");
+    let env =
+        json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
+    let mut writer = container("writer", "echo host > /h/f && echo scratch > /s/f");
+    writer["env"] = env.clone();
+    writer["volumeMounts"] = json!([
+        {"name": "host", "mountPath": "/h", "subPathExpr": "$(POD_NAME)"},
+        {"name": "scratch", "mountPath": "/s", "subPathExpr": "logs/$(POD_NAME)"},
+    ]);
+    let mut reader = container("reader", "cat /all/logs/sp/f > /dev/termination-log");
+    reader["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/all"}]);
+    let spec = json!({"restartPolicy": "Never",
+        "volumes": [{"name": "host", "hostPath": {"path": host.to_string_lossy()}},
+                    {"name": "scratch", "emptyDir": {}}],
+        "initContainers": [writer], "containers": [reader]});
+
+    // subPath and subPathExpr together are rejected by validation.
+    let mut both = spec.clone();
+    both["initContainers"][0]["volumeMounts"][0]["subPath"] = json!("x");
+    both["nodeName"] = json!(c.node);
+    let pod: Pod =
+        serde_json::from_value(json!({"metadata": {"name": "both"}, "spec": both})).expect("pod");
+    match c.pods().create(&PostParams::default(), &pod).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422);
+            assert!(
+                e.message.contains("spec.initContainers[0].volumeMounts[0].subPathExpr: Invalid value: \"$(POD_NAME)\": subPathExpr and subPath are mutually exclusive"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("pod with subPath and subPathExpr: {other:?}"),
+    }
+
+    c.create_pod("sp", spec).await;
+    let pod = c
+        .wait_pod("sp", LONG, "reader terminated", |p| {
+            container_status(p, "reader")["state"]["terminated"].is_object()
+        })
+        .await;
+    let term = &container_status(&pod, "reader")["state"]["terminated"];
+    assert_eq!(term["exitCode"], 0, "{term}");
+    assert_eq!(term["message"], "scratch\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("sp").join("f")).expect("file under the expanded dir"),
+        "host\n"
+    );
+
+    // A reference to an unset variable is a CreateContainerConfigError.
+    let mut bad = container("bad", "true");
+    bad["volumeMounts"] = json!([{"name": "host", "mountPath": "/h", "subPathExpr": "$(NOPE)"}]);
+    c.create_pod(
+        "bad",
+        json!({"volumes": [{"name": "host", "hostPath": {"path": host.to_string_lossy()}}],
+            "containers": [bad]}),
+    )
+    .await;
+    c.wait_pod("bad", LONG, "config error", |p| {
+        let w = &container_status(p, "bad")["state"]["waiting"];
+        w["reason"] == "CreateContainerConfigError" && w["message"] == "missing value for NOPE"
+    })
+    .await;
+    c.cleanup().await;
+}

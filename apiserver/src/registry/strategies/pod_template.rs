@@ -237,6 +237,14 @@ fn validate_container(
         if m.mount_path.is_empty() {
             errs.push(FieldError::required(format!("{mp}.mountPath"), ""));
         }
+        let expr = m.sub_path_expr.as_deref().unwrap_or_default();
+        if !expr.is_empty() && !m.sub_path.as_deref().unwrap_or_default().is_empty() {
+            errs.push(FieldError::invalid(
+                format!("{mp}.subPathExpr"),
+                expr,
+                "subPathExpr and subPath are mutually exclusive",
+            ));
+        }
     }
     check_enum(
         &mut errs,
