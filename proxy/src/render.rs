@@ -989,7 +989,7 @@ mod tests {
         let svc_n = |i: usize| {
             svc(
                 json!({"metadata": {"namespace": "ns1", "name": format!("s{i}")},
-                "spec": {"type": if i % 3 == 0 { "NodePort" } else { "ClusterIP" },
+                "spec": {"type": if i.is_multiple_of(3) { "NodePort" } else { "ClusterIP" },
                          "clusterIP": format!("172.30.1.{i}"),
                          "ports": [{"name": "p80", "port": 80, "nodePort": 30000 + i}]}}),
             )

@@ -178,7 +178,7 @@ async fn rules_apply_resync_and_clean_up_in_a_netns() {
     assert!(st.success());
     let existing = ipt.service_chains().await.unwrap();
     let plan = r.render(&model, &BTreeSet::new(), true, &existing);
-    assert_eq!(plan.stale(), [leftover.clone()]);
+    assert_eq!(plan.stale(), std::slice::from_ref(&leftover));
     ipt.apply(plan, &mut buf).await.unwrap();
     r.applied();
     let saved = save(&ipt).await;

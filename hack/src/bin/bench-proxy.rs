@@ -200,7 +200,8 @@ async fn restore_floor(
     r.applied();
     model.take_changed();
     model.apply_slice(&changed_slice);
-    let plan = r.render(&model, &model.take_changed(), false, &[]);
+    let changed = model.take_changed();
+    let plan = r.render(&model, &changed, false, &[]);
     let text = plan.text();
     let mut samples = Vec::new();
     for _ in 0..5 {
