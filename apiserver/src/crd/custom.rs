@@ -309,7 +309,9 @@ impl JsonPath {
                             }
                             let matches = match x {
                                 Some(Value::String(s)) => s == want,
-                                Some(other) => other.to_string() == *want,
+                                Some(other) => {
+                                    serde_json::from_str::<Value>(want).ok().as_ref() == Some(other)
+                                }
                                 None => false,
                             };
                             if matches {
