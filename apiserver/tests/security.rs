@@ -1059,12 +1059,11 @@ async fn admission_on_patch_and_delete() -> Result<()> {
     let kept = Api::<ConfigMap>::namespaced(a.clone(), "wh2")
         .get("a")
         .await?;
-    assert!(kept
+    assert!(!kept
         .metadata
         .labels
         .unwrap_or_default()
-        .get("deny")
-        .is_none());
+        .contains_key("deny"));
     delete(a, &format!("{cms}/a"))
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;

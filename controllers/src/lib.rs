@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub mod client_builder;
 pub mod common;
 pub mod cronjob;
 pub mod daemonset;
@@ -43,6 +44,12 @@ pub struct Config {
     /// enables the controller named 'foo', '-foo' disables the controller named 'foo'.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
+
+    /// Run each controller as its own service account, kube-system/<controller> (bound to
+    /// system:controller:<controller>), with a token the manager requests for it; the
+    /// manager's own credentials then only serve the shared informers and leader election.
+    #[arg(long)]
+    pub use_service_account_credentials: bool,
 
     #[command(flatten)]
     pub gc: garbage_collector::GcConfig,
@@ -82,6 +89,9 @@ pub struct Descriptor {
     pub name: &'static str,
     /// Upstream's short alias (`replicaset`), also accepted by `--controllers`.
     pub alias: &'static str,
+    /// The service account it runs as under `--use-service-account-credentials`
+    /// (upstream's name, e.g. `daemon-set-controller`).
+    pub account: &'static str,
     /// Only runs when named explicitly.
     pub disabled_by_default: bool,
     /// Starts it.
@@ -92,108 +102,126 @@ pub struct Descriptor {
 pub const CONTROLLERS: &[Descriptor] = &[
     Descriptor {
         name: "garbage-collector-controller",
+        account: "generic-garbage-collector",
         alias: "garbagecollector",
         disabled_by_default: false,
         start: |ctx| Box::pin(garbage_collector::run(ctx)),
     },
     Descriptor {
         name: "endpoints-controller",
+        account: "endpoint-controller",
         alias: "endpoint",
         disabled_by_default: false,
         start: |ctx| Box::pin(endpoints::run(ctx)),
     },
     Descriptor {
         name: "endpointslice-controller",
+        account: "endpointslice-controller",
         alias: "endpointslice",
         disabled_by_default: false,
         start: |ctx| Box::pin(endpointslice::run(ctx)),
     },
     Descriptor {
         name: "serviceaccount-controller",
+        account: "service-account-controller",
         alias: "serviceaccount",
         disabled_by_default: false,
         start: |ctx| Box::pin(serviceaccount::run(ctx)),
     },
     Descriptor {
         name: "root-ca-certificate-publisher-controller",
+        account: "root-ca-cert-publisher",
         alias: "root-ca-cert-publisher",
         disabled_by_default: false,
         start: |ctx| Box::pin(root_ca::run(ctx)),
     },
     Descriptor {
         name: "node-lifecycle-controller",
+        account: "node-controller",
         alias: "nodelifecycle",
         disabled_by_default: false,
         start: |ctx| Box::pin(node_lifecycle::run(ctx)),
     },
     Descriptor {
         name: "node-ipam-controller",
+        account: "node-controller",
         alias: "nodeipam",
         disabled_by_default: false,
         start: |ctx| Box::pin(node_ipam::run(ctx)),
     },
     Descriptor {
         name: "pod-garbage-collector-controller",
+        account: "pod-garbage-collector",
         alias: "podgc",
         disabled_by_default: false,
         start: |ctx| Box::pin(podgc::run(ctx)),
     },
     Descriptor {
         name: "disruption-controller",
+        account: "disruption-controller",
         alias: "disruption",
         disabled_by_default: false,
         start: |ctx| Box::pin(disruption::run(ctx)),
     },
     Descriptor {
         name: "resourcequota-controller",
+        account: "resourcequota-controller",
         alias: "resourcequota",
         disabled_by_default: false,
         start: |ctx| Box::pin(resourcequota::run(ctx)),
     },
     Descriptor {
         name: "horizontal-pod-autoscaler-controller",
+        account: "horizontal-pod-autoscaler",
         alias: "horizontalpodautoscaling",
         disabled_by_default: false,
         start: |ctx| Box::pin(hpa::run(ctx)),
     },
     Descriptor {
         name: "replicaset-controller",
+        account: "replicaset-controller",
         alias: "replicaset",
         disabled_by_default: false,
         start: replicaset::start_replicaset,
     },
     Descriptor {
         name: "replicationcontroller-controller",
+        account: "replication-controller",
         alias: "replicationcontroller",
         disabled_by_default: false,
         start: replicaset::start_replicationcontroller,
     },
     Descriptor {
         name: "deployment-controller",
+        account: "deployment-controller",
         alias: "deployment",
         disabled_by_default: false,
         start: deployment::start,
     },
     Descriptor {
         name: "job-controller",
+        account: "job-controller",
         alias: "job",
         disabled_by_default: false,
         start: job::start,
     },
     Descriptor {
         name: "statefulset-controller",
+        account: "statefulset-controller",
         alias: "statefulset",
         disabled_by_default: false,
         start: statefulset::start,
     },
     Descriptor {
         name: "daemonset-controller",
+        account: "daemon-set-controller",
         alias: "daemonset",
         disabled_by_default: false,
         start: daemonset::start,
     },
     Descriptor {
         name: "cronjob-controller",
+        account: "cronjob-controller",
         alias: "cronjob",
         disabled_by_default: false,
         start: cronjob::start,
@@ -308,10 +336,25 @@ async fn run_controllers(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let informers = Informers::new(client.clone(), shutdown.clone());
+    let accounts = if config.use_service_account_credentials {
+        Some(client_builder::ClientBuilder::new(
+            client.clone(),
+            kube_config(&config.client).await?,
+        ))
+    } else {
+        None
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for d in CONTROLLERS.iter().filter(|d| config.is_enabled(d)) {
+        let client = match &accounts {
+            Some(b) => match own_client(b, d, &shutdown).await {
+                Some(c) => c,
+                None => break,
+            },
+            None => client.clone(),
+        };
         let ctx = ControllerContext {
-            client: client.clone(),
+            client,
             informers: informers.clone(),
             clock: clock.clone(),
             config: config.clone(),
@@ -322,6 +365,39 @@ async fn run_controllers(
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The API server address and CA of `--kubeconfig` (or kube-rs's defaults).
+async fn kube_config(args: &client::ClientArgs) -> anyhow::Result<kube::Config> {
+    Ok(match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    })
+}
+
+/// `d`'s client acting as its service account, retried until it works; `None` on shutdown.
+async fn own_client(
+    b: &client_builder::ClientBuilder,
+    d: &Descriptor,
+    shutdown: &CancellationToken,
+) -> Option<kube::Client> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match b.client_for(d.account, shutdown).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                tracing::warn!(controller = d.name, error = %e, "cannot get the controller's credentials; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Runs one controller, restarting it after a pause when it fails.
@@ -359,6 +435,7 @@ mod tests {
         Config {
             client: Default::default(),
             controllers: list.iter().map(|s| s.to_string()).collect(),
+            use_service_account_credentials: false,
             gc: Default::default(),
             endpointslice: Default::default(),
             node_lifecycle: Default::default(),
@@ -377,12 +454,14 @@ mod tests {
         let on = Descriptor {
             name: "a-controller",
             alias: "a",
+            account: "a-controller",
             disabled_by_default: false,
             start: noop,
         };
         let off = Descriptor {
             name: "b-controller",
             alias: "b",
+            account: "b-controller",
             disabled_by_default: true,
             start: noop,
         };

@@ -221,11 +221,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let components = shutdown.child_token();
     let mut tasks = Vec::new();
     // Each component runs with its own identity (client certificate) and only what RBAC
-    // and the Node authorizer grant it. The controller-manager's loops create and update
-    // what users own, so it keeps the admin identity until it has per-controller accounts.
+    // and the Node authorizer grant it; each controller as its own service account.
     if !args.disable_controller_manager {
         let mut cfg: controllers::Config = default_args()?;
-        cfg.client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
+        cfg.client = client::ClientArgs::with_kubeconfig(&server.components.controller_manager);
+        cfg.use_service_account_credentials = true;
         tasks.push(supervise(
             "controller-manager",
             cfg,
@@ -245,9 +245,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if !args.disable_dns {
         let mut cfg: dns::Config = default_args()?;
-        // It also writes the kube-dns Service and its EndpointSlice, which system:kube-dns
-        // (read-only) does not allow: admin until it has a role of its own.
-        cfg.client = client::ClientArgs::with_kubeconfig(&server.kubeconfig);
+        // system:minik8s-dns: reads Services and EndpointSlices, publishes kube-dns.
+        cfg.client = client::ClientArgs::with_kubeconfig(&server.components.dns);
         cfg.port = args.dns_port;
         tasks.push(supervise("dns", cfg, dns::run, components.clone()));
     }

@@ -34,26 +34,64 @@ impl Cluster {
     }
 
     pub async fn start_with_clock(controllers: &[&str], clock: Arc<dyn Clock>) -> Result<Self> {
+        let (cluster, _) = Self::start_server(|_| {}).await?;
+        if !controllers.is_empty() {
+            cluster.start_manager(controllers, clock, cluster.shutdown.child_token());
+        }
+        Ok(cluster)
+    }
+
+    /// A server writing an audit log (returned) and the named controllers run as the
+    /// controller-manager (`system:kube-controller-manager`) with
+    /// `--use-service-account-credentials`.
+    pub async fn start_with_own_accounts(
+        controllers: &[&str],
+    ) -> Result<(Self, std::path::PathBuf)> {
+        let (cluster, server) = Self::start_server(|cfg| {
+            cfg.audit_log_path = Some(cfg.data_dir().join("audit.log"));
+        })
+        .await?;
+        let cfg = controllers::Config {
+            client: client::ClientArgs::with_kubeconfig(&server.controller_manager),
+            controllers: controllers.iter().map(|s| s.to_string()).collect(),
+            use_service_account_credentials: true,
+            leader: Default::default(),
+            gc: Default::default(),
+            endpointslice: Default::default(),
+            node_lifecycle: Default::default(),
+            node_ipam: Default::default(),
+            podgc: Default::default(),
+        };
+        let stop = cluster.shutdown.child_token();
+        tokio::spawn(async move {
+            if let Err(e) = controllers::run(cfg, stop).await {
+                eprintln!("controllers: {e:#}");
+            }
+        });
+        let audit = cluster._dir.path().join("audit.log");
+        Ok((cluster, audit))
+    }
+
+    /// A server (configured by `tweak`) and an admin client; also the component kubeconfigs.
+    async fn start_server(
+        tweak: impl FnOnce(&mut apiserver::Config),
+    ) -> Result<(Self, apiserver::auth::identities::ComponentKubeconfigs)> {
         let dir = tempfile::tempdir()?;
         let shutdown = CancellationToken::new();
-        let server = apiserver::start(
-            apiserver::Config::for_test(dir.path().to_path_buf()),
-            shutdown.clone(),
-        )
-        .await?;
+        let mut cfg = apiserver::Config::for_test(dir.path().to_path_buf());
+        tweak(&mut cfg);
+        let server = apiserver::start(cfg, shutdown.clone()).await?;
         let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig)?;
         let conf = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         let client = Client::try_from(conf)?;
+        let components = server.components.clone();
         tokio::spawn(async move { server.wait().await });
         let cluster = Cluster {
             client,
             shutdown,
             _dir: dir,
         };
-        if !controllers.is_empty() {
-            cluster.start_manager(controllers, clock, cluster.shutdown.child_token());
-        }
-        Ok(cluster)
+        Ok((cluster, components))
     }
 
     /// Runs a controller-manager (with leader election) until `stop`.
@@ -66,6 +104,7 @@ impl Cluster {
         let cfg = controllers::Config {
             client: Default::default(),
             controllers: controllers.iter().map(|s| s.to_string()).collect(),
+            use_service_account_credentials: false,
             leader: Default::default(),
             gc: Default::default(),
             endpointslice: Default::default(),
