@@ -42,9 +42,11 @@ struct State {
     /// PriorityClass name to (value, globalDefault).
     classes: HashMap<String, (i32, bool)>,
     next_start: usize,
-    /// Nothing is scheduled before the first pod list is complete (upstream waits for
-    /// its caches to sync), so every assigned pod is counted.
+    /// Nothing is scheduled before the first pod and node lists are complete (upstream
+    /// waits for its caches to sync), so every node is a candidate and every assigned pod
+    /// is counted.
     pods_synced: bool,
+    nodes_synced: bool,
 }
 
 struct Shared {
@@ -175,6 +177,7 @@ async fn watch_nodes(sh: Arc<Shared>, token: CancellationToken) {
             }
             Ok(watcher::Event::InitDone) => {
                 st.cache.nodes.retain(|k, _| seen.contains(k));
+                st.nodes_synced = true;
                 st.queue.move_all_to_active_or_backoff();
             }
             Err(e) => tracing::warn!(error = %e, "watching nodes"),
@@ -327,7 +330,7 @@ async fn schedule_loop(sh: Arc<Shared>, token: CancellationToken) -> anyhow::Res
         let next = {
             let mut st = sh.lock();
             let wake_at = st.queue.flush();
-            if !st.pods_synced {
+            if !(st.pods_synced && st.nodes_synced) {
                 Err(Some(Instant::now() + Duration::from_millis(50)))
             } else {
                 match st.queue.pop() {
