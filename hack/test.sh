@@ -19,6 +19,8 @@ finish() {
     fi
 }
 trap finish EXIT
+# Killed from outside (a CI time limit, ^C): report a failure, not a pass.
+trap 'echo "killed by a signal" >&2; exit 143' TERM INT HUP
 
 section "dependencies"
 bash hack/install-deps.sh
@@ -33,12 +35,17 @@ cargo fmt --all -- --check
 section "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+section "cargo test: build"
+cargo test --workspace --no-run
+
+# Every test bounds its own waits; this bounds the whole run, so a hang fails with the name of
+# the test binary that was running instead of running into CI's own time limit.
 section "cargo test"
-cargo test --workspace
+timeout --signal=TERM --kill-after=30s "${TEST_TIMEOUT:-40m}" cargo test --workspace
 
 if [[ -f e2e/kubectl.sh ]]; then
     section "e2e: kubectl"
-    bash e2e/kubectl.sh
+    timeout --signal=TERM --kill-after=30s "${E2E_TIMEOUT:-30m}" bash e2e/kubectl.sh
 else
     section "e2e: kubectl (skipped: e2e/kubectl.sh not present)"
 fi

@@ -73,7 +73,10 @@ async fn run(cc: ControllerContext) -> anyhow::Result<()> {
         .owns(&revisions)
         .watches(&nodes, move |_: &Node| all_sets(&store))
         .resync_every(Duration::from_secs(30));
-    nodes.wait_ready().await;
+    tokio::select! {
+        _ = cc.shutdown.cancelled() => return Ok(()),
+        _ = nodes.wait_ready() => {}
+    }
     let ctx = Arc::new(Ctx {
         events: EventRecorder::new(cc.client.clone(), NAME),
         cc,

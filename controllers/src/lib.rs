@@ -345,6 +345,7 @@ async fn run_controllers(
         None
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let mut running: BTreeSet<&str> = BTreeSet::new();
     for d in CONTROLLERS.iter().filter(|d| config.is_enabled(d)) {
         let client = match &accounts {
             Some(b) => match own_client(b, d, &shutdown).await {
@@ -361,11 +362,41 @@ async fn run_controllers(
             shutdown: shutdown.clone(),
         };
         tracing::info!(controller = d.name, "starting controller");
-        tasks.spawn(supervise(d, ctx));
+        running.insert(d.name);
+        tasks.spawn(async move {
+            supervise(d, ctx).await;
+            d.name
+        });
     }
-    while tasks.join_next().await.is_some() {}
+    let mut warned = None;
+    loop {
+        // Once shutdown began, say every few seconds which controllers are still stopping.
+        let report = async {
+            match warned {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(STOP_REPORT).await
+                }
+            }
+        };
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(name)) => { running.remove(name); }
+                Some(Err(e)) => tracing::error!(error = %e, "controller supervisor failed"),
+                None => break,
+            },
+            _ = report => {
+                tracing::warn!(controllers = ?running, "still stopping after shutdown");
+                warned = Some(tokio::time::Instant::now() + STOP_REPORT);
+            }
+        }
+    }
     Ok(())
 }
+
+/// How often the controllers still running after a shutdown are reported.
+const STOP_REPORT: Duration = Duration::from_secs(5);
 
 /// The API server address and CA of `--kubeconfig` (or kube-rs's defaults).
 async fn kube_config(args: &client::ClientArgs) -> anyhow::Result<kube::Config> {

@@ -60,7 +60,10 @@ async fn run(cc: ControllerContext) -> anyhow::Result<()> {
         .owns(&pods)
         .owns(&revisions)
         .resync_every(Duration::from_secs(30));
-    claims.wait_ready().await;
+    tokio::select! {
+        _ = cc.shutdown.cancelled() => return Ok(()),
+        _ = claims.wait_ready() => {}
+    }
     let ctx = Arc::new(Ctx {
         events: EventRecorder::new(cc.client.clone(), NAME),
         cc,

@@ -21,6 +21,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "minik8s-test/busybox:latest";
+/// How long a component may take to stop after its shutdown.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest one `docker exec` of the checks may run (60 requests with `nc -w 2` fit).
+const EXEC_TIMEOUT: Duration = Duration::from_secs(150);
+/// Longest all the checks may take together.
+const CHECKS_TIMEOUT: Duration = Duration::from_secs(420);
 const NS: &str = "podnet";
 /// A replica: serves its pod name at /, the caller's address at /cgi-bin/ip, and is ready
 /// while /www/healthz exists.
@@ -73,7 +79,7 @@ struct Cluster {
     cluster_cidr: String,
     docker: kubelet::docker::Docker,
     stops: Vec<CancellationToken>,
-    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    tasks: Vec<(String, tokio::task::JoinHandle<Result<()>>)>,
     api_stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -83,8 +89,24 @@ impl Cluster {
         ensure_image()?;
         let r = std::process::id() % 200;
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-        // 10.200-10.249 for pods, 172.31.x for Services: away from Docker's and the defaults.
-        let cluster_cidr = format!("10.{}.0.0/16", 200 + r % 50);
+        // 10.200-10.249 for pods, 172.31.x for Services: away from Docker's and the defaults,
+        // and from the networks already on this Docker Engine (another run's, maybe left over
+        // by one that was killed: a bridge on an overlapping subnet cannot be created).
+        let probe =
+            kubelet::docker::Docker::connect("unix:///var/run/docker.sock", "probe").await?;
+        let taken: Vec<String> = probe
+            .api()
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await?
+            .into_iter()
+            .flat_map(|n| n.ipam.and_then(|i| i.config).unwrap_or_default())
+            .filter_map(|c| c.subnet)
+            .collect();
+        let second = (0..50)
+            .map(|i| 200 + (r + i) % 50)
+            .find(|o| !taken.iter().any(|t| t.starts_with(&format!("10.{o}."))))
+            .ok_or_else(|| anyhow!("no free 10.200-249.0.0/16 on this Docker Engine: {taken:?}"))?;
+        let cluster_cidr = format!("10.{second}.0.0/16");
         let service_cidr = format!("172.31.{}.0/24", r);
         let dir = tempfile::tempdir()?;
         let api_stop = CancellationToken::new();
@@ -109,9 +131,9 @@ impl Cluster {
         let kcf = format!("--kubeconfig={kc}");
         let cc = format!("--cluster-cidr={cluster_cidr}");
         let ctl: controllers::Config = parse(&[&kcf, &cc])?;
-        c.spawn(|s| controllers::run(ctl, s));
+        c.spawn("controller-manager", |s| controllers::run(ctl, s));
         let sched: scheduler::Config = parse(&[&kcf])?;
-        c.spawn(|s| scheduler::run(sched, s));
+        c.spawn("scheduler", |s| scheduler::run(sched, s));
         for (i, node) in nodes.iter().enumerate() {
             let root = c._dir.path().join(format!("kubelet-{i}"));
             let root = format!("--root-dir={}", root.display());
@@ -126,11 +148,11 @@ impl Cluster {
                 "--pod-cidr-timeout=30s",
                 "--sync-frequency=2s",
             ])?;
-            c.spawn(|s| kubelet::run(k, s));
+            c.spawn(&format!("kubelet {node}"), |s| kubelet::run(k, s));
         }
         // The proxy syncs at most every 250 ms here (1 s by default).
         let p: proxy::Config = parse(&[&kcf, &cc, "--min-sync-period=250ms"])?;
-        c.spawn(|s| proxy::run(p, s));
+        c.spawn("proxy", |s| proxy::run(p, s));
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
         Api::<Namespace>::all(c.client.clone())
             .create(&PostParams::default(), &ns)
@@ -138,23 +160,36 @@ impl Cluster {
         Ok(c)
     }
 
-    fn spawn<F, Fut>(&mut self, f: F)
+    fn spawn<F, Fut>(&mut self, name: &str, f: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: std::future::Future<Output = Result<()>> + Send + 'static,
     {
         let stop = CancellationToken::new();
-        self.tasks.push(tokio::spawn(f(stop.clone())));
+        self.tasks
+            .push((name.to_string(), tokio::spawn(f(stop.clone()))));
         self.stops.push(stop);
     }
 
     /// Stops everything and removes the containers, networks and rules the cluster made.
-    async fn cleanup(self) {
+    /// Fails when a component does not stop within [`STOP_TIMEOUT`] of its shutdown (it is
+    /// then aborted, and the cleanup goes on).
+    async fn cleanup(self) -> Result<()> {
         for s in &self.stops {
             s.cancel();
         }
-        for t in self.tasks {
-            let _ = t.await;
+        let mut stuck = Vec::new();
+        for (name, t) in self.tasks {
+            let abort = t.abort_handle();
+            match tokio::time::timeout(STOP_TIMEOUT, t).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("cleanup: {name} ended with an error: {e:#}"),
+                Ok(Err(e)) => eprintln!("cleanup: {name} panicked: {e}"),
+                Err(_) => {
+                    abort.abort();
+                    stuck.push(name);
+                }
+            }
         }
         for node in &self.nodes {
             let d = kubelet::docker::Docker::connect("unix:///var/run/docker.sock", node).await;
@@ -174,6 +209,10 @@ impl Cluster {
             eprintln!("cleanup: {e}");
         }
         self.api_stop.cancel();
+        if !stuck.is_empty() {
+            bail!("did not stop within {STOP_TIMEOUT:?} of shutdown: {stuck:?}");
+        }
+        Ok(())
     }
 
     /// Prints the pods and events, to explain a failure.
@@ -186,6 +225,20 @@ impl Cluster {
                     v["metadata"]["name"], v["spec"]["nodeName"], v["status"]
                 );
             }
+        }
+        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+            Api::namespaced(self.client.clone(), NS);
+        if let Ok(list) = slices.list(&ListParams::default()).await {
+            for s in list.items {
+                let v = serde_json::to_value(&s).unwrap_or_default();
+                eprintln!(
+                    "endpointslice {} (rv {}): {}",
+                    v["metadata"]["name"], v["metadata"]["resourceVersion"], v["endpoints"]
+                );
+            }
+        }
+        for l in nat().await.lines().filter(|l| l.contains(NS)) {
+            eprintln!("nat: {l}");
         }
         let events: Api<k8s_openapi::api::core::v1::Event> =
             Api::namespaced(self.client.clone(), NS);
@@ -238,12 +291,15 @@ impl Cluster {
         bail!("no running container {container} in pod {pod}")
     }
 
-    /// Runs `script` with `sh -c` in container `id`: exit code and output.
+    /// Runs `script` with `sh -c` in container `id`: exit code and output. Fails after
+    /// [`EXEC_TIMEOUT`].
     async fn sh(&self, id: &str, script: &str) -> Result<(i64, String)> {
-        Ok(self
-            .docker
-            .exec(id, &["sh".into(), "-c".into(), script.into()])
-            .await?)
+        let cmd = ["sh".into(), "-c".into(), script.into()];
+        let exec = self.docker.exec(id, &cmd);
+        tokio::time::timeout(EXEC_TIMEOUT, exec)
+            .await
+            .with_context(|| format!("exec in {id} timed out after {EXEC_TIMEOUT:?}: {script}"))?
+            .map_err(Into::into)
     }
 
     async fn pod_json(&self, name: &str) -> Result<Value> {
@@ -299,15 +355,18 @@ async fn service_network_on_docker() -> Result<()> {
         .with_test_writer()
         .try_init();
     let c = Cluster::start().await?;
-    let result = std::panic::AssertUnwindSafe(checks(&c))
-        .catch_unwind()
-        .await;
+    let checks = async {
+        tokio::time::timeout(CHECKS_TIMEOUT, checks(&c))
+            .await
+            .unwrap_or_else(|_| Err(anyhow!("the checks took longer than {CHECKS_TIMEOUT:?}")))
+    };
+    let result = std::panic::AssertUnwindSafe(checks).catch_unwind().await;
     if !matches!(result, Ok(Ok(()))) {
         c.dump().await;
     }
-    c.cleanup().await;
+    let cleaned = c.cleanup().await;
     match result {
-        Ok(r) => r,
+        Ok(r) => r.and(cleaned),
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }

@@ -19,7 +19,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Changes a subscriber may lag behind before it is resynced from the cache. Small on
@@ -90,6 +90,10 @@ pub struct Informer<K: Cached> {
     store: Store<K>,
     tx: broadcast::Sender<Arc<K>>,
     seen: Arc<AtomicU64>,
+    /// True once the first list is in the cache. kube-runtime's `Store::wait_until_ready`
+    /// cannot be shared: its one-shot receiver keeps only the last poller's waker, so of
+    /// two controllers waiting on one store, the first may never wake.
+    ready: watch::Receiver<bool>,
 }
 
 impl<K: Cached> Clone for Informer<K> {
@@ -98,6 +102,7 @@ impl<K: Cached> Clone for Informer<K> {
             store: self.store.clone(),
             tx: self.tx.clone(),
             seen: self.seen.clone(),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -110,6 +115,7 @@ impl<K: Cached> Informer<K> {
         let feed = tx.clone();
         let seen = Arc::new(AtomicU64::new(0));
         let seen_by_feed = seen.clone();
+        let (ready_tx, ready) = watch::channel(false);
         let cfg = watcher::Config::default().any_semantic().page_size(500);
         tokio::spawn(async move {
             let stream = watcher(api, cfg).default_backoff().modify(|o| {
@@ -175,6 +181,7 @@ impl<K: Cached> Informer<K> {
                         }
                     }
                     watcher::Event::InitDone => {
+                        ready_tx.send_replace(true);
                         publish(std::mem::take(&mut init_rv));
                         for old in std::mem::take(&mut before) {
                             if reader.get(&ObjectRef::from_obj(&*old)).is_none() {
@@ -189,7 +196,12 @@ impl<K: Cached> Informer<K> {
                 }
             }
         });
-        Informer { store, tx, seen }
+        Informer {
+            store,
+            tx,
+            seen,
+            ready,
+        }
     }
 
     /// The newest resourceVersion this informer has applied to its cache (0 before the
@@ -203,9 +215,15 @@ impl<K: Cached> Informer<K> {
         self.store.clone()
     }
 
-    /// Waits until the first list is in the cache.
+    /// Waits until the first list is in the cache (any number of tasks may wait at once),
+    /// or the informer stopped.
     pub async fn wait_ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let _ = self.ready.clone().wait_for(|r| *r).await;
+    }
+
+    /// Whether the first list is in the cache.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
     }
 
     /// Every object that changes from now on (a deleted object arrives in its last state).

@@ -84,18 +84,9 @@ pub async fn watch<K: Cached>(
 ) -> kube::runtime::reflector::Store<K> {
     let informer = informers.get::<K>();
     wake_on(&informer, wake.clone(), shutdown.clone());
-    // A waiter that starts while another is already waiting on the same store may not be
-    // woken when the first list lands, so wait in short slices: a fresh wait after the
-    // list returns at once.
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = tokio::time::timeout(Duration::from_millis(200), informer.wait_ready()) => {
-                if r.is_ok() {
-                    break;
-                }
-            }
-        }
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = informer.wait_ready() => {}
     }
     informer.store()
 }
