@@ -27,6 +27,34 @@ impl Drop for Proc {
     }
 }
 
+/// Removes the Docker containers and pod network of node `.0` when the test ends, passed or
+/// not (the agent is killed, so it cannot clean up after itself).
+struct NodeContainers(String);
+
+impl Drop for NodeContainers {
+    fn drop(&mut self) {
+        let filter = format!("label=io.minik8s.node={}", self.0);
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("minik8s-{}", self.0)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 fn spawn(args: &[&str], log: &Path) -> Result<Proc> {
     let out = std::fs::File::create(log)?;
     Ok(Proc(
@@ -138,6 +166,7 @@ async fn agent_joins_server_runs_pods_and_is_restricted_to_its_own() -> Result<(
     assert!(stderr.contains("refusing to join"), "{stderr}");
 
     let node = format!("join-{}", std::process::id());
+    let _containers = NodeContainers(node.clone());
     let _agent = spawn(
         &[
             "agent",
