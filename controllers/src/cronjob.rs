@@ -182,9 +182,37 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
     let mut last_schedule = old_status.last_schedule_time.clone().map(|t| t.0);
     let mut last_success = old_status.last_successful_time.clone().map(|t| t.0);
     let children: HashSet<String> = jobs.iter().filter_map(|j| j.uid()).collect();
+    // The CronJob as the server has it, read once when the cache may be behind our own
+    // status write (upstream reads it the same way).
+    let mut live: Option<Option<CronJob>> = None;
     for j in &jobs {
-        let found = active.iter().any(|a| a.uid == j.uid());
+        let mut found = active.iter().any(|a| a.uid == j.uid());
         let done = finished(j);
+        if !found && done.is_none() {
+            if live.is_none() {
+                let api: Api<CronJob> = Api::namespaced(ctx.cc.client.clone(), &ns);
+                live = Some(api.get_opt(&name).await?);
+            }
+            let listed = live
+                .as_ref()
+                .and_then(|c| c.as_ref())
+                .and_then(|c| c.status.as_ref())
+                .and_then(|s| s.active.as_ref())
+                .is_some_and(|a| a.iter().any(|a| a.uid == j.uid()));
+            if listed {
+                active.push(job_ref(j));
+                found = true;
+            } else {
+                ctx.events.warning(
+                    &*cj,
+                    "UnexpectedJob",
+                    format!(
+                        "Saw a job that the controller did not create or forgot: {}",
+                        j.name_any()
+                    ),
+                );
+            }
+        }
         if found {
             if let Some(cond) = done {
                 active.retain(|a| a.uid != j.uid());

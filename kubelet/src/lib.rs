@@ -245,11 +245,13 @@ async fn run_docker(
         "127.0.0.1".into(),
     ];
     let server_cfg = cfg.clone();
+    let server_client = client.clone();
     let server_shutdown = shutdown.clone();
     let server_task = tokio::spawn(async move {
         let r = serve(
             listener,
             &server_cfg,
+            server_client,
             docker,
             names,
             server_shutdown.clone(),
@@ -302,16 +304,19 @@ fn cluster_id(ca_pem: &str) -> String {
 async fn serve(
     listener: tokio::net::TcpListener,
     cfg: &Config,
+    client: kube::Client,
     docker: docker::Docker,
     names: Vec<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let ctx = server::Context {
-        docker: docker.api().clone(),
-        node_name: docker.node().to_string(),
-        client_ca_pem: client_ca_pem(&cfg.client)?,
-        serving_names: names,
-    };
+    let mut ctx = server::Context::new(
+        docker.api().clone(),
+        docker.node(),
+        &client_ca_pem(&cfg.client)?,
+        Some(client),
+    );
+    ctx.serving_names = names;
+    ctx.root_dir = cfg.root_dir.clone();
     server::serve(listener, ctx, shutdown).await?;
     Ok(())
 }

@@ -49,12 +49,12 @@ async fn fixture() -> anyhow::Result<Fixture> {
     let node = format!("stream-{}", uuid::Uuid::new_v4().simple());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let ctx = kubelet::server::Context {
-        docker: bollard::Docker::connect_with_local_defaults()?,
-        node_name: node.clone(),
-        client_ca_pem: server.pki.ca_cert_pem.clone(),
-        serving_names: vec![],
-    };
+    let ctx = kubelet::server::Context::new(
+        bollard::Docker::connect_with_local_defaults()?,
+        &node,
+        &server.pki.ca_cert_pem,
+        Some(client.clone()),
+    );
     tokio::spawn(kubelet::server::serve(listener, ctx, shutdown.clone()));
 
     let nodes: Api<Node> = Api::all(client.clone());
@@ -497,6 +497,216 @@ async fn curl(args: &[&str]) -> anyhow::Result<String> {
         .output()
         .await?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `curl` of `url` with the client certificate `cert` (PEM pair written to `dir`) and more
+/// arguments; the body, then the status code on the last line.
+async fn curl_as(
+    dir: &std::path::Path,
+    (cert, key): &(String, String),
+    args: &[&str],
+) -> anyhow::Result<(String, String)> {
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert)?;
+    std::fs::write(&k, key)?;
+    let mut all = vec![
+        "--cert",
+        c.to_str().expect("path"),
+        "--key",
+        k.to_str().expect("path"),
+    ];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-w", "\n%{http_code}"]);
+    let out = curl(&all).await?;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    Ok((body.to_string(), code.to_string()))
+}
+
+/// Users other than the API server: RBAC on the Node decides, for client certificates and
+/// bearer tokens alike, with upstream's messages; `nodes/stats` opens the stats only.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubelet_server_authorizes_users_on_the_node() -> anyhow::Result<()> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let f = fixture().await?;
+    let tmp = tempfile::tempdir()?;
+    let base = format!("https://127.0.0.1:{}", f.kubelet_port);
+    let logs = format!("{base}/containerLogs/default/web/main?tailLines=1");
+    let stats = format!("{base}/stats/summary");
+
+    // A user of the cluster CA without grants: nothing.
+    let bob = f.pki.issue_client_cert("bob", &["devs"])?;
+    let (body, code) = curl_as(tmp.path(), &bob, &[&logs]).await?;
+    assert_eq!(
+        (body.trim(), code.as_str()),
+        (
+            "Forbidden (user=bob, verb=get, resource=nodes, subresource=proxy)",
+            "403"
+        )
+    );
+    let (body, code) = curl_as(
+        tmp.path(),
+        &bob,
+        &[
+            "-X",
+            "POST",
+            &format!("{base}/exec/default/web/main?command=true"),
+        ],
+    )
+    .await?;
+    assert_eq!(
+        (body.trim(), code.as_str()),
+        (
+            "Forbidden (user=bob, verb=create, resource=nodes, subresource=proxy)",
+            "403"
+        )
+    );
+    let (body, code) = curl_as(tmp.path(), &bob, &[&stats]).await?;
+    assert_eq!(
+        (body.trim(), code.as_str()),
+        (
+            "Forbidden (user=bob, verb=get, resource=nodes, subresource=stats)",
+            "403"
+        )
+    );
+
+    // Granted `get nodes/stats`: the stats, and still nothing else.
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "stats-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["nodes/stats"], "verbs": ["get"]}],
+    }))?;
+    Api::<ClusterRole>::all(f.client.clone())
+        .create(&PostParams::default(), &role)
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "stats-readers"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "stats-reader"},
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"},
+            {"kind": "ServiceAccount", "name": "reader", "namespace": "default"},
+        ],
+    }))?;
+    Api::<ClusterRoleBinding>::all(f.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let alice = f.pki.issue_client_cert("alice", &[])?;
+    let (body, code) = curl_as(tmp.path(), &alice, &[&stats]).await?;
+    assert_eq!(code, "200", "{body}");
+    let summary: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(summary["node"]["nodeName"], json!(f.node));
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{summary}"
+    );
+    let (body, code) = curl_as(tmp.path(), &alice, &[&logs]).await?;
+    assert_eq!(
+        (body.trim(), code.as_str()),
+        (
+            "Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)",
+            "403"
+        )
+    );
+
+    // A service account's bearer token is reviewed by the API server.
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "reader"}}))?;
+    let sas: Api<ServiceAccount> = Api::namespaced(f.client.clone(), "default");
+    sas.create(&PostParams::default(), &sa).await?;
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}}))?;
+    let token = sas
+        .create_token_request("reader", &PostParams::default(), &tr)
+        .await?
+        .status
+        .map(|s| s.token)
+        .unwrap_or_default();
+    let bearer = format!("Authorization: Bearer {token}");
+    let out = curl(&["-H", &bearer, "-w", "\n%{http_code}", &logs]).await?;
+    assert_eq!(out.trim(), "Forbidden (user=system:serviceaccount:default:reader, verb=get, resource=nodes, subresource=proxy)\n\n403");
+    let out = curl(&[
+        "-H",
+        &bearer,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &stats,
+    ])
+    .await?;
+    assert_eq!(out, "200");
+    let out = curl(&[
+        "-H",
+        "Authorization: Bearer not-a-token",
+        "-w",
+        "\n%{http_code}",
+        &stats,
+    ])
+    .await?;
+    assert_eq!(out.trim(), "Unauthorized\n\n401");
+    Ok(())
+}
+
+/// `/stats/summary` through the API server's `nodes/proxy`: the node and the running pod,
+/// with figures from Docker.
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_summary_through_the_api_server() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let req = http::Request::get(format!("/api/v1/nodes/{}/proxy/stats/summary", f.node))
+        .body(Vec::new())?;
+    let body = f.client.request_text(req).await?;
+    let summary: serde_json::Value = serde_json::from_str(&body)?;
+    let node = &summary["node"];
+    assert_eq!(node["nodeName"], json!(f.node));
+    for field in [
+        "/cpu/usageCoreNanoSeconds",
+        "/memory/availableBytes",
+        "/fs/capacityBytes",
+        "/fs/usedBytes",
+        "/rlimit/curproc",
+    ] {
+        assert!(
+            node.pointer(field).and_then(|v| v.as_u64()).unwrap_or(0) > 0,
+            "node {field}: {node}"
+        );
+    }
+    let pods = summary["pods"].as_array().cloned().unwrap_or_default();
+    let web = pods
+        .iter()
+        .find(|p| p["podRef"] == json!({"name": "web", "namespace": "default", "uid": "uid-web"}))
+        .ok_or_else(|| anyhow::anyhow!("no pod web in {summary}"))?;
+    let main = &web["containers"][0];
+    assert_eq!(main["name"], "main");
+    assert!(
+        main["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap_or(0) > 0,
+        "{main}"
+    );
+    assert!(main.pointer("/cpu/usageNanoCores").is_some(), "{main}");
+    assert!(
+        main["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 0,
+        "{main}"
+    );
+    assert!(
+        web["process_stats"]["process_count"].as_u64().unwrap_or(0) >= 2,
+        "{web}"
+    );
+    // Only CPU and memory, as metrics-server asks.
+    let req = http::Request::get(format!(
+        "/api/v1/nodes/{}/proxy/stats/summary?only_cpu_and_memory=true",
+        f.node
+    ))
+    .body(Vec::new())?;
+    let small: serde_json::Value = serde_json::from_str(&f.client.request_text(req).await?)?;
+    assert!(
+        small["node"]["fs"].is_null() && small["node"]["cpu"].is_object(),
+        "{small}"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,8 @@
-//! The kubelet's streaming server: container logs, exec, attach and port-forward over TLS,
-//! for the API server to proxy (upstream `pkg/kubelet/server`). The API server proves who it
-//! is with a client certificate signed by the cluster CA; only `/healthz` is open to anyone.
+//! The kubelet's server: container logs, exec, attach and port-forward over TLS, for the API
+//! server to proxy, and `/stats/summary` (upstream `pkg/kubelet/server`). Callers prove who
+//! they are with a client certificate signed by the cluster CA or a bearer token, and RBAC
+//! decides (see [`auth`]): the API server may do everything, a user granted `nodes/stats`
+//! reads the stats. Only `/healthz` is open to anyone.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,15 +18,19 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+mod auth;
 mod logs;
 mod pods;
 mod portforward;
 mod remotecommand;
 pub mod spdy;
+mod stats;
 mod tls;
 mod websocket;
 
-/// What the streaming server needs from the kubelet.
+pub use auth::{Attributes, User};
+
+/// What the kubelet's server needs from the kubelet.
 #[derive(Clone)]
 pub struct Context {
     /// The Docker Engine the pods run on.
@@ -36,6 +42,34 @@ pub struct Context {
     pub client_ca_pem: String,
     /// Host names and IP addresses put in the self-signed serving certificate.
     pub serving_names: Vec<String>,
+    /// The kubelet's root directory (its filesystem is the node's in `/stats/summary`).
+    pub root_dir: std::path::PathBuf,
+    /// Checks bearer tokens and authorizes requests with the API server.
+    reviewer: Arc<auth::Reviewer>,
+    /// The host's CPU time at the last `/stats/summary`, for the node's CPU rate.
+    cpu_sample: Arc<std::sync::Mutex<Option<stats::CpuSample>>>,
+}
+
+impl Context {
+    /// The server of node `node_name`, on `docker`, accepting client certificates of
+    /// `client_ca_pem`. Token and access reviews go through `client`; without one, only
+    /// `system:masters` certificates (the API server's) get past `/healthz`.
+    pub fn new(
+        docker: bollard::Docker,
+        node_name: &str,
+        client_ca_pem: &str,
+        client: Option<kube::Client>,
+    ) -> Context {
+        Context {
+            docker,
+            node_name: node_name.to_string(),
+            client_ca_pem: client_ca_pem.to_string(),
+            serving_names: Vec::new(),
+            root_dir: std::path::PathBuf::from("/"),
+            reviewer: Arc::new(auth::Reviewer::new(client, node_name)),
+            cpu_sample: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -101,15 +135,18 @@ pub async fn serve(listener: TcpListener, ctx: Context, shutdown: CancellationTo
                     }
                     Err(_) => return,
                 };
-            let authenticated = tls
+            // The handshake verified the chain; the leaf names the user.
+            let user = tls
                 .get_ref()
                 .1
                 .peer_certificates()
-                .is_some_and(|c| !c.is_empty());
+                .and_then(|c| c.first())
+                .and_then(|c| User::from_certificate(c.as_ref()));
             let svc = service_fn(move |req| {
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
-                async move { Ok::<_, Infallible>(handle(ctx, req, authenticated, shutdown).await) }
+                let user = user.clone();
+                async move { Ok::<_, Infallible>(handle(ctx, req, user, shutdown).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
@@ -149,12 +186,12 @@ pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
 async fn handle(
     ctx: Arc<Context>,
     req: Request<Incoming>,
-    authenticated: bool,
+    peer: Option<User>,
     shutdown: CancellationToken,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let resp = route(ctx, req, &path, authenticated, shutdown).await;
+    let resp = route(ctx, req, &path, peer, shutdown).await;
     tracing::debug!(verb = %method, %path, code = resp.status().as_u16(), "kubelet request");
     resp
 }
@@ -163,14 +200,14 @@ async fn route(
     ctx: Arc<Context>,
     req: Request<Incoming>,
     path: &str,
-    authenticated: bool,
+    peer: Option<User>,
     _shutdown: CancellationToken,
 ) -> Response<Body> {
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
     }
-    if !authenticated {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    if let Err(denied) = admit(&ctx, &req, path, peer).await {
+        return denied;
     }
     let query = req.uri().query().unwrap_or("").to_string();
     let parts: Vec<String> = path
@@ -224,10 +261,59 @@ async fn route(
         (Method::POST, ["run", ns, pod, container] | ["run", ns, pod, _, container]) => {
             run(&ctx, ns, pod, container, &query).await
         }
+        (Method::GET, ["stats", "summary"]) => stats::serve(&ctx, &query).await,
         (_, ["containerLogs" | "exec" | "attach" | "portForward" | "run", ..]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed")
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+    }
+}
+
+/// Authenticates the caller (client certificate, else bearer token) and authorizes the
+/// request on this Node; the answer to send when either fails.
+async fn admit(
+    ctx: &Context,
+    req: &Request<Incoming>,
+    path: &str,
+    peer: Option<User>,
+) -> Result<(), Response<Body>> {
+    let user = match peer {
+        Some(u) => u,
+        None => {
+            let token = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty());
+            let Some(token) = token else {
+                return Err(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+            };
+            match ctx.reviewer.authenticate_token(token).await {
+                Ok(Some(u)) => u,
+                Ok(None) => return Err(text(StatusCode::UNAUTHORIZED, "Unauthorized")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kubelet server: authenticating a token failed");
+                    return Err(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+                }
+            }
+        }
+    };
+    let attrs = Attributes::of(req.method(), path);
+    match ctx.reviewer.authorize(&user, &attrs).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(text(StatusCode::FORBIDDEN, attrs.forbidden(&user))),
+        Err(e) => {
+            tracing::warn!(error = %e, user = %user.name, "kubelet server: authorization failed");
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "Authorization error (user={}, verb={}, resource=nodes, subresource={})",
+                    user.name, attrs.verb, attrs.subresource
+                ),
+            ))
+        }
     }
 }
 
