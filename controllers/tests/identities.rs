@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -91,6 +92,22 @@ async fn controllers_write_as_their_own_service_accounts() -> Result<()> {
             &DeleteParams::default(),
         )
         .await?;
+    // The authorizer reads bindings from a watch cache: scale only once it has seen the
+    // deletion, or the ReplicaSet controller may still be allowed.
+    let reviews: Api<SubjectAccessReview> = Api::all(c.client.clone());
+    wait_for(
+        "the ReplicaSet controller's grant gone",
+        Duration::from_secs(10),
+        || async {
+            let review: SubjectAccessReview = serde_json::from_value(json!({
+                "spec": {"user": replicaset, "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+                         "resourceAttributes": {"verb": "create", "resource": "pods", "namespace": "ids"}},
+            }))?;
+            let r = reviews.create(&PostParams::default(), &review).await?;
+            Ok((!r.status.is_some_and(|s| s.allowed)).then_some(()))
+        },
+    )
+    .await?;
     deployments
         .patch(
             "web",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod backoff;
+pub mod credentials;
 pub mod dns;
 pub mod docker;
 mod env;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -22,7 +22,7 @@ use crate::events::{field_path, Recorder};
 use crate::pod_manager::Settings;
 use crate::probe::{self, ProbeState, Report};
 use crate::status::{self, Summary};
-use crate::{env, labels, volumes};
+use crate::{credentials, env, labels, volumes};
 
 /// Why a container is waiting, shown in its status.
 #[derive(Debug, Clone)]
@@ -580,7 +580,8 @@ impl PodWorker {
             format!("Pulling image \"{image}\""),
         );
         let started = std::time::Instant::now();
-        match self.docker.pull(&image, None).await {
+        let keyring = self.pull_secrets(pod).await;
+        match self.pull(&image, &keyring).await {
             Ok(()) => {
                 self.pull_backoff.reset(&image);
                 self.events.pod(
@@ -613,6 +614,75 @@ impl PodWorker {
                     message: msg,
                 })
             }
+        }
+    }
+
+    /// The registry logins of the pod's image pull secrets. Secrets that cannot be read are
+    /// named in a FailedToRetrieveImagePullSecret event, and the pull goes on without them.
+    async fn pull_secrets(&mut self, pod: &Pod) -> credentials::Keyring {
+        let mut keyring = credentials::Keyring::default();
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return keyring;
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let mut failed = Vec::new();
+        for name in names {
+            match api.get_opt(&name).await {
+                Ok(Some(secret)) => {
+                    if let Err(e) = keyring.add_secret(&secret) {
+                        tracing::warn!(namespace = %ns, secret = %name, error = %e, "unusable image pull secret");
+                        failed.push(name);
+                    }
+                }
+                Ok(None) => failed.push(name),
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, secret = %name, error = %e, "reading an image pull secret");
+                    failed.push(name);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.events.pod(
+                pod,
+                None,
+                true,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    failed.join(", ")
+                ),
+            );
+        }
+        keyring
+    }
+
+    /// Pulls `image` with each login `keyring` has for it in turn (most specific first) until
+    /// one works, anonymously when it has none, as upstream's kubelet does.
+    async fn pull(&self, image: &str, keyring: &credentials::Keyring) -> docker::Result<()> {
+        let logins = keyring.lookup(image);
+        if logins.is_empty() {
+            return self.docker.pull(image, None).await;
+        }
+        let mut last = None;
+        for login in logins {
+            match self.docker.pull(image, Some(login.docker())).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 

@@ -11,6 +11,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+mod registry;
+
 const IMAGE: &str = "minik8s-test/busybox:latest";
 
 struct Cluster {
@@ -1050,4 +1052,109 @@ async fn sub_path_expr_expands_from_the_container_env() {
     })
     .await;
     c.cleanup().await;
+}
+
+/// Waits for an event in the test's namespace with `reason` whose message starts with `msg`.
+async fn wait_event(c: &Cluster, reason: &str, msg: &str) {
+    let events: Api<Event> = Api::namespaced(c.client.clone(), &c.ns);
+    let deadline = Instant::now() + LONG;
+    loop {
+        let evs = events.list(&ListParams::default()).await.expect("events");
+        if evs.items.iter().any(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.message.as_deref().is_some_and(|m| m.starts_with(msg))
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} event starting {msg:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Images from a registry that wants a login: refused without one, pulled with the pod's
+/// `imagePullSecrets` (a missing one named in an event) or its service account's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_log_in_to_the_registry() {
+    ensure_image();
+    let reg = registry::Registry::start(IMAGE, "private/busybox", "v1", "puller", "s3cret")
+        .await
+        .expect("registry");
+    let image = reg.image();
+    let c = Cluster::start("regauth").await;
+    let ctr = json!({"name": "c", "image": image, "imagePullPolicy": "Always", "command": ["sleep", "3600"]});
+
+    // Without credentials the registry refuses.
+    c.create_pod("anon", json!({"containers": [ctr]})).await;
+    c.wait_pod("anon", LONG, "ErrImagePull", |p| {
+        let r = &container_status(p, "c")["state"]["waiting"]["reason"];
+        r == "ErrImagePull" || r == "ImagePullBackOff"
+    })
+    .await;
+    assert!(reg.challenged() + reg.refused() > 0);
+    assert_eq!(reg.authorized(), 0);
+
+    // With a dockerconfigjson secret (and one that does not exist) the pull logs in.
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret");
+    let config = json!({"auths": {format!("127.0.0.1:{}", reg.port): {"auth": auth}}});
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    }))
+    .expect("secret");
+    Api::namespaced(c.client.clone(), &c.ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    c.create_pod(
+        "authed",
+        json!({"imagePullSecrets": [{"name": "missing"}, {"name": "regcred"}], "containers": [ctr]}),
+    )
+    .await;
+    c.wait_pod("authed", LONG, "Running", |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await;
+    assert!(reg.authorized() > 0);
+    assert_eq!(reg.refused(), 0, "a wrong login was sent");
+    wait_event(
+        &c,
+        "FailedToRetrieveImagePullSecret",
+        "Unable to retrieve some image pull secrets (missing); attempting to pull the image may not succeed.",
+    )
+    .await;
+
+    // A service account's pull secrets go to pods that name none (ServiceAccount admission).
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(
+        json!({"metadata": {"name": "builder"}, "imagePullSecrets": [{"name": "regcred"}]}),
+    )
+    .expect("sa");
+    Api::namespaced(c.client.clone(), &c.ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("create sa");
+    let before = reg.authorized();
+    let pod = c
+        .create_pod(
+            "by-sa",
+            json!({"serviceAccountName": "builder", "containers": [ctr]}),
+        )
+        .await;
+    let secrets = serde_json::to_value(&pod).expect("json")["spec"]["imagePullSecrets"].clone();
+    assert_eq!(secrets, json!([{"name": "regcred"}]));
+    c.wait_pod("by-sa", LONG, "Running", |p| {
+        p["status"]["phase"] == "Running"
+    })
+    .await;
+    assert!(reg.authorized() > before);
+
+    c.cleanup().await;
+    let _ = tokio::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output()
+        .await;
 }

@@ -84,8 +84,9 @@ pub async fn ensure_namespace_defaults(state: &ApiState, ns: &str) -> Result<()>
     Ok(())
 }
 
-/// Pod create: the service account must exist (`default` is created on first use); unless
-/// automounting is off, a projected token volume is added and mounted in every container.
+/// Pod create: the service account must exist (`default` is created on first use); a pod
+/// without image pull secrets gets the account's; unless automounting is off, a projected
+/// token volume is added and mounted in every container.
 pub async fn admit_pod(state: &Arc<ApiState>, a: &Attributes<'_>, pod: &mut Value) -> Result<()> {
     if !object::meta(pod)
         .and_then(|m| m.get("annotations"))
@@ -118,6 +119,24 @@ pub async fn admit_pod(state: &Arc<ApiState>, a: &Attributes<'_>, pod: &mut Valu
                 .and_then(Value::as_bool)
         })
         .unwrap_or(true);
+    // A pod naming no pull secrets gets its service account's.
+    let sa_secrets: Vec<Value> = sa
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .map(|n| json!({"name": n}))
+        .collect();
+    let has_own = pod
+        .pointer("/spec/imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !has_own && !sa_secrets.is_empty() {
+        if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("imagePullSecrets".into(), Value::Array(sa_secrets));
+        }
+    }
     if !automount {
         return Ok(());
     }
