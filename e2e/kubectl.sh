@@ -928,6 +928,41 @@ expect 1 "error: You must be logged in to the server (Unauthorized)" kt get pods
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------
+scenario "certificates: kubectl certificate approve and deny, then the certificate works"
+
+csr_yaml() { # NAME CN: a client CSR for the kube-apiserver-client signer
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/$1.key" \
+        -subj "/CN=$2/O=e2e-devs" -out "$TMP/$1.csr" 2>/dev/null
+    cat <<YAML
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: $1}
+spec:
+  signerName: kubernetes.io/kube-apiserver-client
+  usages: [digital signature, client auth]
+  request: $(base64 -w0 <"$TMP/$1.csr")
+YAML
+}
+csr_yaml e2e-carol carol >"$TMP/csr-carol.yaml"
+csr_yaml e2e-dan dan >"$TMP/csr-dan.yaml"
+expect 0 "certificatesigningrequest.certificates.k8s.io/e2e-carol created" kcreate -f "$TMP/csr-carol.yaml"
+expect 0 "certificatesigningrequest.certificates.k8s.io/e2e-dan created" kcreate -f "$TMP/csr-dan.yaml"
+expect_re 0 "^NAME +AGE +SIGNERNAME +REQUESTOR +REQUESTEDDURATION +CONDITION
+e2e-carol +[0-9]+s +kubernetes.io/kube-apiserver-client +minik8s-admin +<none> +Pending$" k get csr e2e-carol
+expect 0 "certificatesigningrequest.certificates.k8s.io/e2e-carol approved" k certificate approve e2e-carol
+expect 0 "certificatesigningrequest.certificates.k8s.io/e2e-dan denied" k certificate deny e2e-dan
+csr_issued() { [[ -n $(k get csr e2e-carol -o jsonpath='{.status.certificate}') ]]; }
+wait_for 15 csr_issued || true
+expect_re 0 "e2e-carol +[0-9]+s +kubernetes.io/kube-apiserver-client +minik8s-admin +<none> +Approved,Issued$" k get csr e2e-carol --no-headers
+expect_re 0 "e2e-dan +[0-9]+s +kubernetes.io/kube-apiserver-client +minik8s-admin +<none> +Denied$" k get csr e2e-dan --no-headers
+k get csr e2e-carol -o jsonpath='{.status.certificate}' | base64 -d >"$TMP/carol.crt"
+kc() { "$KUBECTL" --server "https://127.0.0.1:$PORT" --certificate-authority "$TMP/ca.crt" --client-certificate "$TMP/carol.crt" --client-key "$TMP/e2e-carol.key" --request-timeout="$REQUEST_TIMEOUT" "$@"; }
+expect_re 0 "Username +carol
+Groups +\[e2e-devs system:authenticated\]" kc auth whoami
+expect_re 1 "Forbidden.*User \"carol\" cannot (get|update) resource \"certificatesigningrequests" kc certificate approve e2e-dan
+k delete csr e2e-carol e2e-dan >/dev/null
+
+# ---------------------------------------------------------------------------------------
 NS=e2e-sts
 scenario "statefulset: ordered pods, stable names, claims, rollout status, scale"
 

@@ -39,6 +39,7 @@ need docker.io dockerd         # the kubelet runs pods on Docker Engine (hack/do
 need busybox-static            # test images are built from it (no registry is reachable)
 need iptables iptables
 need iproute2 ip
+need openssl openssl          # e2e/kubectl.sh makes a CSR for kubectl certificate approve
 
 # Stock kubectl drives the e2e scenarios. Debian's kubernetes-client (1.20) is far too old and
 # kubectl comes from outside Debian, so this script only reports it.

@@ -24,6 +24,7 @@ use crate::pki::Pki;
 use crate::registry::store::WriteOptions;
 use crate::registry::stores::Registry;
 use crate::registry::Subresource;
+use crate::validation::FieldError;
 
 /// The API group.
 pub const GROUP: &str = "certificates.k8s.io";
@@ -100,6 +101,162 @@ fn node_client(csr: &Value) -> Option<(String, String)> {
         return None;
     }
     Some((node, pem))
+}
+
+/// Condition types that, once set, stay (upstream's `validateConditions`).
+const FINAL_CONDITIONS: [&str; 3] = ["Approved", "Denied", "Failed"];
+
+fn conditions(csr: &Value) -> Vec<Value> {
+    csr.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn condition_type(c: &Value) -> &str {
+    c.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+/// What upstream's validation says of an approval update's `status.conditions`: types
+/// given, Approved/Denied/Failed at most once, `True`, never removed, Approved and Denied
+/// not together.
+pub fn approval_errors(new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let new_conds = conditions(new);
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, c) in new_conds.iter().enumerate() {
+        let t = condition_type(c);
+        let path = format!("status.conditions[{i}]");
+        if t.is_empty() {
+            errs.push(FieldError::required(format!("{path}.type"), ""));
+            continue;
+        }
+        if FINAL_CONDITIONS.contains(&t) {
+            if seen.contains(&t) {
+                errs.push(FieldError::duplicate(format!("{path}.type"), t));
+            }
+            seen.push(t);
+            let status = c.get("status").and_then(Value::as_str).unwrap_or("");
+            if status != "True" {
+                errs.push(FieldError::not_supported(
+                    format!("{path}.status"),
+                    status,
+                    &["True"],
+                ));
+            }
+        }
+    }
+    if seen.contains(&"Approved") && seen.contains(&"Denied") {
+        errs.push(FieldError::invalid(
+            "status.conditions",
+            "Approved",
+            "Approved and Denied conditions are mutually exclusive",
+        ));
+    }
+    for t in FINAL_CONDITIONS {
+        if has_condition(old, t) && !seen.contains(&t) {
+            errs.push(FieldError::forbidden(
+                "status.conditions",
+                format!("updates may not remove a condition of type \"{t}\""),
+            ));
+        }
+    }
+    errs
+}
+
+/// The new `status.conditions` with upstream's timestamps: `lastUpdateTime` now when not
+/// given, `lastTransitionTime` kept from the same old condition of unchanged status, else now.
+pub fn stamped_conditions(new: &Value, old: &Value) -> Option<Value> {
+    let now = now();
+    let old_conds = conditions(old);
+    let list: Vec<Value> = conditions(new)
+        .into_iter()
+        .map(|mut c| {
+            let previous = old_conds
+                .iter()
+                .find(|o| condition_type(o) == condition_type(&c))
+                .cloned();
+            if let Some(o) = c.as_object_mut() {
+                if o.get("lastUpdateTime").is_none_or(Value::is_null) {
+                    o.insert("lastUpdateTime".into(), json!(now));
+                }
+                let same = previous
+                    .as_ref()
+                    .is_some_and(|p| p.get("status") == o.get("status"));
+                let kept = previous
+                    .as_ref()
+                    .and_then(|p| p.get("lastTransitionTime"))
+                    .filter(|_| same)
+                    .cloned();
+                match kept {
+                    Some(t) => o.insert("lastTransitionTime".into(), t),
+                    None if o.get("lastTransitionTime").is_none_or(Value::is_null) => {
+                        o.insert("lastTransitionTime".into(), json!(now))
+                    }
+                    None => None,
+                };
+            }
+            c
+        })
+        .collect();
+    (!list.is_empty()).then_some(Value::Array(list))
+}
+
+/// Whether `user` may `verb` (`approve`, `sign`) requests for `signer`: on
+/// `certificates.k8s.io/signers` named the signer or its `<domain>/*`.
+fn allowed_for_signer(
+    state: &crate::handlers::ApiState,
+    user: &User,
+    verb: &str,
+    signer: &str,
+) -> bool {
+    let names = [
+        signer.to_string(),
+        format!("{}/*", signer.split('/').next().unwrap_or(signer)),
+    ];
+    names.iter().any(|name| {
+        let attrs = Attributes {
+            verb: verb.into(),
+            resource_request: true,
+            api_group: GROUP.into(),
+            api_version: "*".into(),
+            resource: "signers".into(),
+            name: name.clone(),
+            ..Default::default()
+        };
+        state.security.authorize(user, &attrs).is_ok()
+    })
+}
+
+/// Upstream's CertificateApproval and CertificateSigning admission: approving or denying
+/// needs `approve` on the request's signer, setting `status.certificate` needs `sign`.
+pub fn admit_update(
+    state: &crate::handlers::ApiState,
+    a: &crate::admission::Attributes<'_>,
+    obj: &Value,
+) -> crate::error::Result<()> {
+    let signer = obj
+        .pointer("/spec/signerName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let (verb, what) = match a.subresource {
+        "approval" => ("approve", "approve"),
+        "status" => {
+            let old_cert = a.old.and_then(|o| o.pointer("/status/certificate"));
+            if obj.pointer("/status/certificate") == old_cert {
+                return Ok(());
+            }
+            ("sign", "sign")
+        }
+        _ => return Ok(()),
+    };
+    if allowed_for_signer(state, a.user, verb, signer) {
+        return Ok(());
+    }
+    Err(a.forbidden(
+        obj,
+        format!("user not permitted to {what} requests with signerName \"{signer}\""),
+    ))
 }
 
 fn has_condition(csr: &Value, typ: &str) -> bool {

@@ -585,3 +585,167 @@ async fn bootstrap_tokens_and_node_client_csrs() -> Result<()> {
     assert!(cert.contains("BEGIN CERTIFICATE"));
     s.stop().await
 }
+
+fn client_csr(cn: &str, org: &str) -> Value {
+    let mut csr = node_csr(cn, org);
+    csr["metadata"] = json!({"generateName": "user-csr-"});
+    csr["spec"]["signerName"] = json!("kubernetes.io/kube-apiserver-client");
+    csr
+}
+
+/// `certificatesigningrequests/<name>/approval` (what `kubectl certificate approve|deny`
+/// writes): only the conditions change, upstream's condition rules hold, only users allowed
+/// to `approve` on the signer may, and an approved client CSR is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_approval_is_authorized_validated_and_signed() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path()).await?;
+    let a = &s.admin;
+    let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let disc = ok(get(a, "/apis/certificates.k8s.io/v1").await)?;
+    let approval = disc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "certificatesigningrequests/approval")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(approval["verbs"], json!(["get", "patch", "update"]));
+
+    let created = ok(post(a, csrs, client_csr("carol", "devs")).await)?;
+    let name = created["metadata"]["name"].as_str().unwrap().to_string();
+    let url = format!("{csrs}/{name}");
+    let approve = |mut csr: Value, types: &[&str]| {
+        csr["status"]["conditions"] = Value::Array(
+            types
+                .iter()
+                .map(|t| json!({"type": t, "status": "True", "reason": "KubectlApprove", "message": "This CSR was approved by kubectl certificate approve."}))
+                .collect(),
+        );
+        csr
+    };
+
+    // May update the subresource but not approve for the signer: refused by admission.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "csr-approver-without-signer"},
+        "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests", "certificatesigningrequests/approval"], "verbs": ["get", "update"]}]});
+    ok(post(a, "/apis/rbac.authorization.k8s.io/v1/clusterroles", role).await)?;
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "dave"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "csr-approver-without-signer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dave"}]});
+    ok(post(
+        a,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        binding,
+    )
+    .await)?;
+    let dave = s.cert("dave", &[]).await?;
+    // RBAC reads bindings from a cache: retry while the grant is not in it yet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (code, msg) = loop {
+        let body = approve(created.clone(), &["Approved"]);
+        match put(&dave, &format!("{url}/approval"), body).await {
+            Err((403, m))
+                if m.contains("cannot update") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other.err().unwrap_or_default(),
+        }
+    };
+    assert_eq!(code, 403, "{msg}");
+    assert_eq!(
+        msg,
+        format!("certificatesigningrequests.certificates.k8s.io \"{name}\" is forbidden: user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client\"")
+    );
+
+    // Approved and Denied together, or a final condition that is not True: invalid.
+    let (code, msg) = put(
+        a,
+        &format!("{url}/approval"),
+        approve(created.clone(), &["Approved", "Denied"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 422, "{msg}");
+    assert!(
+        msg.contains("Approved and Denied conditions are mutually exclusive"),
+        "{msg}"
+    );
+
+    // The admin approves; a changed spec in the body is ignored.
+    let mut body = approve(created.clone(), &["Approved"]);
+    body["spec"]["usages"] = json!(["server auth"]);
+    let approved = ok(put(a, &format!("{url}/approval"), body).await)?;
+    assert_eq!(approved["status"]["conditions"][0]["type"], "Approved");
+    assert!(approved["status"]["conditions"][0]["lastUpdateTime"].is_string());
+    assert_eq!(approved["spec"]["usages"], created["spec"]["usages"]);
+    // Once approved, the condition cannot be taken back.
+    let (code, msg) = put(
+        a,
+        &format!("{url}/approval"),
+        approve(approved.clone(), &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 422, "{msg}");
+    assert!(
+        msg.contains("updates may not remove a condition of type \"Approved\""),
+        "{msg}"
+    );
+
+    // The signer issues the certificate; it authenticates as carol in devs.
+    wait_for("the approved CSR to be signed", || async {
+        get(a, &url)
+            .await
+            .is_ok_and(|c| c["status"]["certificate"].is_string())
+    })
+    .await?;
+    let issued = ok(get(a, &url).await)?;
+    use base64::Engine;
+    let cert = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(issued["status"]["certificate"].as_str().unwrap())?,
+    )?;
+    assert!(cert.contains("BEGIN CERTIFICATE"));
+
+    // A plain status write may not set a certificate without `sign` on the signer.
+    let other = ok(post(a, csrs, client_csr("erin", "devs")).await)?;
+    let other_name = other["metadata"]["name"].as_str().unwrap();
+    let mut forged = other.clone();
+    forged["status"] = json!({"certificate": issued["status"]["certificate"]});
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "csr-status-writer"},
+        "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["update"]}]});
+    ok(post(a, "/apis/rbac.authorization.k8s.io/v1/clusterroles", role).await)?;
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "frank"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "csr-status-writer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "frank"}]});
+    ok(post(
+        a,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        binding,
+    )
+    .await)?;
+    let frank = s.cert("frank", &[]).await?;
+    let status_url = format!("{csrs}/{other_name}/status");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (code, msg) = loop {
+        match put(&frank, &status_url, forged.clone()).await {
+            Err((403, m))
+                if m.contains("cannot update") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other.err().unwrap_or_default(),
+        }
+    };
+    assert_eq!(code, 403, "{msg}");
+    assert_eq!(
+        msg,
+        format!("certificatesigningrequests.certificates.k8s.io \"{other_name}\" is forbidden: user not permitted to sign requests with signerName \"kubernetes.io/kube-apiserver-client\"")
+    );
+    s.stop().await
+}

@@ -166,6 +166,11 @@ pub async fn admit(state: &Arc<ApiState>, a: &Attributes<'_>, obj: &mut Value) -
     if a.resource.group == crate::auth::rbac::GROUP {
         crate::auth::escalation::check(state, a, obj)?;
     }
+    if a.is(crate::certificates::GROUP, "certificatesigningrequests")
+        && a.operation == Operation::Update
+    {
+        crate::certificates::admit_update(state, a, obj)?;
+    }
     if enabled("ResourceQuota") && a.subresource.is_empty() {
         resource_quota::admit(state, a, obj).await?;
     }
@@ -188,6 +193,7 @@ fn subresource_name(subresource: Option<crate::registry::Subresource>) -> &'stat
         Some(Subresource::Attach) => "attach",
         Some(Subresource::PortForward) => "portforward",
         Some(Subresource::Proxy) => "proxy",
+        Some(Subresource::Approval) => "approval",
     }
 }
 

@@ -235,6 +235,11 @@ fn sub_info(s: Subresource) -> Option<SubInfo> {
             gvk: Some(("", "v1", "NodeProxyOptions")),
             verbs: &PROXY_VERBS,
         }),
+        Subresource::Approval => Some(SubInfo {
+            name: "approval",
+            gvk: None,
+            verbs: &SUBRESOURCE_VERBS,
+        }),
         _ => None,
     }
 }

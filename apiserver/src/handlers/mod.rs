@@ -497,6 +497,9 @@ async fn resource(
         "status" if store.info.has_subresource(Subresource::Status) => Some(Subresource::Status),
         "scale" if store.info.has_subresource(Subresource::Scale) => Some(Subresource::Scale),
         "binding" if store.info.has_subresource(Subresource::Binding) => Some(Subresource::Binding),
+        "approval" if store.info.has_subresource(Subresource::Approval) => {
+            Some(Subresource::Approval)
+        }
         _ => return Err(Error::NotFoundPath),
     };
     if bindings || sub == Some(Subresource::Binding) {

@@ -34,6 +34,8 @@ pub enum Subresource {
     PortForward,
     /// `nodes/proxy`: any request proxied to the node's kubelet.
     Proxy,
+    /// `certificatesigningrequests/approval`: writes only `status.conditions`.
+    Approval,
 }
 
 /// Static facts about one resource, enough for routing and discovery.

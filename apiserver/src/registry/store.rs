@@ -767,6 +767,28 @@ impl Store {
         let has_status = self.info.has_subresource(Subresource::Status);
         if subresource == Some(Subresource::Binding) {
             // binding: the caller changed exactly spec.nodeName, annotations and PodScheduled.
+        } else if subresource == Some(Subresource::Approval) {
+            // /approval: only status.conditions change.
+            let errs = crate::certificates::approval_errors(&new, old);
+            if !errs.is_empty() {
+                return Err(self.invalid(&name, errs));
+            }
+            let mut merged = old.clone();
+            let conditions = crate::certificates::stamped_conditions(&new, old);
+            if let Some(o) = merged.as_object_mut() {
+                let status = o.entry("status").or_insert_with(|| json!({}));
+                if let Some(st) = status.as_object_mut() {
+                    match conditions {
+                        Some(c) => st.insert("conditions".into(), c),
+                        None => st.remove("conditions"),
+                    };
+                }
+            }
+            let rv = object::meta_str(&new, "resourceVersion").to_string();
+            if !rv.is_empty() {
+                object::meta_mut(&mut merged).insert("resourceVersion".into(), Value::String(rv));
+            }
+            new = merged;
         } else if subresource == Some(Subresource::Status) {
             // /status: everything but status (and the metadata a status writer may touch) stays.
             let status = new.get("status").cloned();
@@ -830,12 +852,15 @@ impl Store {
         strategy.default(&mut new);
         if !matches!(
             subresource,
-            Some(Subresource::Status | Subresource::Binding)
+            Some(Subresource::Status | Subresource::Binding | Subresource::Approval)
         ) {
             strategy.prepare_for_update(&mut new, old);
         }
-        // A binding sets the otherwise immutable spec.nodeName.
-        let errs = if subresource == Some(Subresource::Binding) {
+        // A binding sets the otherwise immutable spec.nodeName; an approval was checked above.
+        let errs = if matches!(
+            subresource,
+            Some(Subresource::Binding | Subresource::Approval)
+        ) {
             Vec::new()
         } else {
             strategy.validate_update(&new, old)

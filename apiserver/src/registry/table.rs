@@ -295,7 +295,7 @@ pub fn resources() -> Vec<ResourceInfo> {
             ),
             NONE,
             false,
-            STATUS,
+            &[Subresource::Status, Subresource::Approval],
             Basic::<certificates::CertificateSigningRequest>::cluster(),
         ),
         // discovery.k8s.io/v1
