@@ -1099,6 +1099,15 @@ expect 0 "gizmo.e2e.example.com/g1 scaled" k scale gizmo g1 -n $NS --replicas=4
 expect 0 "4" k get gz g1 -n $NS -o 'jsonpath={.spec.replicas}'
 expect_re 0 '^NAME +SHORTNAMES +APIVERSION +NAMESPACED +KIND
 gizmos +gz +e2e\.example\.com/v1 +true +Gizmo$' k api-resources --api-group=e2e.example.com
+expect_re 0 '^GROUP: +e2e\.example\.com
+KIND: +Gizmo
+VERSION: +v1
+.*
+  metadata	<ObjectMeta>
+.*
+  spec	<Object>' k explain gizmos
+expect_re 0 'FIELD: replicas <integer>' k explain gizmo.spec.replicas
+expect_re 0 'FIELD: uid <string>' k explain gz.metadata.uid
 sed -e 's/name: g1/name: bad/' -e 's/replicas: 2/replicas: two/' $TD/gizmo.yaml >"$TMP/gizmo-bad.yaml"
 expect_re 1 'The Gizmo "bad" is invalid: spec\.replicas: Invalid value: "string": spec\.replicas in body must be of type integer: "string"' \
     k apply -n $NS -f "$TMP/gizmo-bad.yaml"

@@ -535,6 +535,63 @@ async fn subresources_tables_and_versions(s: &TestServer) -> Result<()> {
     Ok(())
 }
 
+/// Each served version gets an OpenAPI v3 document, named and shaped as upstream's (what
+/// `kubectl explain` reads); it goes with the CRD.
+async fn openapi_documents(s: &TestServer) -> Result<()> {
+    let get =
+        |p: &'static str| async move { s.get(p).await?.map_err(|e| anyhow::anyhow!("{p}: {e:?}")) };
+    let index = get("/openapi/v3").await?;
+    for gv in ["apis/example.com/v1", "apis/example.com/v1beta1"] {
+        let url = index["paths"][gv]["serverRelativeURL"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            url.starts_with(&format!("/openapi/v3/{gv}?hash=")),
+            "{gv}: {url}"
+        );
+    }
+    assert!(index["paths"]["apis/apps/v1"].is_object());
+    let doc = get("/openapi/v3/apis/example.com/v1").await?;
+    let schemas = &doc["components"]["schemas"];
+    let w = &schemas["com.example.v1.Widget"];
+    assert_eq!(
+        w["x-kubernetes-group-version-kind"],
+        json!([{"group": "example.com", "version": "v1", "kind": "Widget"}])
+    );
+    assert_eq!(
+        w["properties"]["spec"]["properties"]["size"]["enum"],
+        json!(["small", "large"])
+    );
+    assert_eq!(
+        w["properties"]["metadata"]["allOf"][0]["$ref"],
+        "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    assert!(schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object());
+    assert!(schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry"].is_object());
+    assert_eq!(
+        schemas["com.example.v1.WidgetList"]["properties"]["items"]["items"]["$ref"],
+        "#/components/schemas/com.example.v1.Widget"
+    );
+    // The PATCH operation takes fieldValidation, and no strategic merge patch.
+    let patch =
+        &doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    assert!(
+        patch["parameters"].to_string().contains("fieldValidation"),
+        "{patch}"
+    );
+    assert!(
+        !patch["requestBody"].to_string().contains("strategic"),
+        "{patch}"
+    );
+    let old = get("/openapi/v3/apis/example.com/v1beta1").await?;
+    assert_eq!(
+        old["components"]["schemas"]["com.example.v1beta1.Widget"]
+            ["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
+    Ok(())
+}
+
 async fn crd_delete_removes_objects(s: &TestServer) -> Result<()> {
     let api = widgets_api(&s.client, "v1");
     assert!(!api.list(&ListParams::default()).await?.items.is_empty());
@@ -566,6 +623,15 @@ async fn crd_delete_removes_objects(s: &TestServer) -> Result<()> {
         .await?
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     assert!(!apis.to_string().contains("example.com\""));
+    let index = s
+        .get("/openapi/v3")
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(index["paths"]["apis/example.com/v1"].is_null(), "{index}");
+    assert!(matches!(
+        s.get("/openapi/v3/apis/example.com/v1").await,
+        Ok(Err((404, _, _)))
+    ));
     // A new CRD of the same name starts empty: the objects went with the old one.
     create_crd(s).await?;
     assert!(api.list(&ListParams::default()).await?.items.is_empty());
@@ -581,6 +647,7 @@ async fn custom_resources_embedded() -> Result<()> {
     crud_watch_and_selectors(&s).await?;
     schema_validation(&s).await?;
     subresources_tables_and_versions(&s).await?;
+    openapi_documents(&s).await?;
     crd_delete_removes_objects(&s).await?;
     s.stop().await
 }

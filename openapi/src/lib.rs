@@ -109,12 +109,29 @@ pub enum Version {
 /// The definitions of these kinds and everything they refer to, as the members of a JSON object
 /// (`"name":{schema},...`, without braces), sorted by name.
 pub fn schemas_for(kinds: &[(&str, &str, &str)], version: Version) -> String {
-    let mut seen = vec![false; DEFS.len()];
-    let mut stack: Vec<u32> = kinds
+    let roots: Vec<u32> = kinds
         .iter()
         .filter_map(|(g, v, k)| kind_def(g, v, k))
         .map(|t| t.0)
         .collect();
+    closure(roots, version)
+}
+
+/// The definitions named (`io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta`, ...) and
+/// everything they refer to, as [`schemas_for`] writes them; unknown names are skipped.
+pub fn schemas_named(names: &[&str], version: Version) -> String {
+    let roots: Vec<u32> = DEFS
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| names.contains(&d.name))
+        .map(|(i, _)| i as u32)
+        .collect();
+    closure(roots, version)
+}
+
+fn closure(roots: Vec<u32>, version: Version) -> String {
+    let mut seen = vec![false; DEFS.len()];
+    let mut stack = roots;
     while let Some(i) = stack.pop() {
         let Some(s) = seen.get_mut(i as usize) else {
             continue;
@@ -148,6 +165,21 @@ mod tests {
     fn schemas(kinds: &[(&str, &str, &str)], v: Version) -> serde_json::Value {
         let text = format!("{{{}}}", schemas_for(kinds, v));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:.200}"))
+    }
+
+    #[test]
+    fn named_schemas_come_with_what_they_refer_to() {
+        let text = format!(
+            "{{{}}}",
+            schemas_named(
+                &["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"],
+                Version::V3
+            )
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert!(v["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object());
+        assert!(v["io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference"].is_object());
+        assert!(v.get("io.k8s.api.core.v1.Pod").is_none());
     }
 
     #[test]

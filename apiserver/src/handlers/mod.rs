@@ -191,12 +191,17 @@ async fn non_resource(
         }
         "/openapi/v3" => Ok(json_response(
             StatusCode::OK,
-            state.openapi_v3.index().to_string(),
+            state.openapi_v3.index_with(&custom_openapi(state)),
         )),
         p if p.starts_with("/openapi/v3/") => {
             let gv = p.trim_start_matches("/openapi/v3/");
-            let (doc, hash) = state.openapi_v3.doc(gv).ok_or(Error::NotFoundPath)?;
-            let mut r = json_response(StatusCode::OK, doc.to_string());
+            let (doc, hash) = match state.openapi_v3.doc(gv) {
+                Some((d, h)) => (d.to_string(), h.to_string()),
+                None => custom_openapi(state)
+                    .remove(gv)
+                    .ok_or(Error::NotFoundPath)?,
+            };
+            let mut r = json_response(StatusCode::OK, doc);
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
                 r.headers_mut().insert(header::ETAG, etag);
             }
@@ -1058,6 +1063,25 @@ fn set_pointer(doc: &mut Value, ptr: &str, v: Value) {
     if let Value::Object(m) = cur {
         m.insert(last.to_string(), v);
     }
+}
+
+/// The OpenAPI v3 documents of the custom resources served now (built from the CRD cache on
+/// each request: `kubectl explain` asks once per command).
+fn custom_openapi(state: &ApiState) -> std::collections::BTreeMap<String, (String, String)> {
+    let Some(store) = state
+        .registry
+        .store(crate::crd::GROUP, "v1", crate::crd::PLURAL)
+    else {
+        return Default::default();
+    };
+    let (objects, _, _) = store
+        .cache
+        .list(&crate::watch_cache::Filter::default(), "", 0);
+    let crds: Vec<Value> = objects
+        .iter()
+        .filter_map(|o| serde_json::from_slice(&o.bytes).ok())
+        .collect();
+    openapi::custom_docs(&crds)
 }
 
 #[cfg(test)]

@@ -285,3 +285,126 @@ fn v2_operation(op: &mut Value) {
         }
     }
 }
+
+/// Upstream's name of a custom resource's schema: the group reversed, the version, the
+/// kind (`e2e.example.com`, `v1`, `Gizmo` → `com.example.e2e.v1.Gizmo`).
+fn custom_schema_name(group: &str, version: &str, kind: &str) -> String {
+    let rev: Vec<&str> = group.split('.').rev().collect();
+    format!("{}.{version}.{kind}", rev.join("."))
+}
+
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+
+/// The schema of one served version of a CRD (its `openAPIV3Schema` with `apiVersion`,
+/// `kind` and `metadata` filled in as upstream's builder does) and of its list.
+fn custom_schemas(r: &ResourceInfo, schema: &Value) -> [(String, Value); 2] {
+    let gvk = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+    let api_version = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"});
+    let kind = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
+    let mut item = if schema.is_object() {
+        schema.clone()
+    } else {
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+    };
+    if let Some(o) = item.as_object_mut() {
+        let props = o.entry("properties").or_insert_with(|| json!({}));
+        if let Some(p) = props.as_object_mut() {
+            p.insert("apiVersion".into(), api_version.clone());
+            p.insert("kind".into(), kind.clone());
+            p.insert(
+                "metadata".into(),
+                json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}),
+            );
+        }
+        o.insert("x-kubernetes-group-version-kind".into(), gvk);
+    }
+    let name = custom_schema_name(r.group, r.version, r.kind);
+    let list = json!({
+        "type": "object",
+        "description": format!("{}List is a list of {}", r.kind, r.kind),
+        "required": ["items"],
+        "properties": {
+            "apiVersion": api_version,
+            "items": {"type": "array", "description": format!("List of {}. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md", r.plural),
+                      "items": {"$ref": format!("#/components/schemas/{name}")}},
+            "kind": kind,
+            "metadata": {"allOf": [{"$ref": format!("#/components/schemas/{LIST_META}")}], "description": "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"},
+        },
+        "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": format!("{}List", r.kind)}],
+    });
+    [(format!("{name}List"), list), (name, item)]
+}
+
+/// The resources of one custom group-version and their named schemas.
+type CustomGv = (Vec<ResourceInfo>, Vec<(String, Value)>);
+
+/// The OpenAPI v3 documents of the custom resources the `crds` (stored objects) serve, by
+/// group-version path (`apis/<group>/<version>`): each document and its hash.
+pub fn custom_docs(crds: &[Value]) -> BTreeMap<String, (String, String)> {
+    let mut by_gv: BTreeMap<String, CustomGv> = BTreeMap::new();
+    for crd in crds {
+        if !crate::object::meta_str(crd, "deletionTimestamp").is_empty() {
+            continue;
+        }
+        let Ok(served) = crate::crd::served(crd) else {
+            continue;
+        };
+        let versions = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for r in served.versions {
+            let schema = versions
+                .iter()
+                .find(|v| v.get("name").and_then(Value::as_str) == Some(r.version))
+                .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let entry = by_gv.entry(gv_path(&r)).or_default();
+            entry.1.extend(custom_schemas(&r, &schema));
+            entry.0.push(r);
+        }
+    }
+    let meta = ::openapi::schemas_named(&[OBJECT_META, LIST_META], ::openapi::Version::V3);
+    by_gv
+        .into_iter()
+        .map(|(gv, (infos, schemas))| {
+            let refs: Vec<&ResourceInfo> = infos.iter().collect();
+            let paths = Value::Object(paths(&refs)).to_string();
+            let mut custom = String::new();
+            for (name, s) in schemas {
+                custom.push(',');
+                custom.push_str(&Value::String(name).to_string());
+                custom.push(':');
+                custom.push_str(&s.to_string());
+            }
+            let text = format!(
+                r#"{{"openapi":"3.0.0","info":{{"title":"Kubernetes CRD Swagger","version":"v0.1.0"}},"paths":{paths},"components":{{"schemas":{{{meta}{custom}}}}}}}"#
+            );
+            let h = hash(&text);
+            (gv, (text, h))
+        })
+        .collect()
+}
+
+impl OpenApiV3 {
+    /// `/openapi/v3` with the custom resources' group-versions (`custom`, from
+    /// [`custom_docs`]) added.
+    pub fn index_with(&self, custom: &BTreeMap<String, (String, String)>) -> String {
+        if custom.is_empty() {
+            return self.index.clone();
+        }
+        let mut v: Value =
+            serde_json::from_str(&self.index).unwrap_or_else(|_| json!({"paths": {}}));
+        if let Some(paths) = v.get_mut("paths").and_then(Value::as_object_mut) {
+            for (gv, (_, h)) in custom {
+                paths.entry(gv.clone()).or_insert_with(
+                    || json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={h}")}),
+                );
+            }
+        }
+        v.to_string()
+    }
+}
