@@ -586,6 +586,44 @@ async fn bootstrap_tokens_and_node_client_csrs() -> Result<()> {
     s.stop().await
 }
 
+/// A ClusterRole `name` with `rules`, bound to `user`.
+async fn grant(a: &Client, name: &str, user: &str, rules: Value) -> Result<()> {
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name}, "rules": rules});
+    ok(post(a, "/apis/rbac.authorization.k8s.io/v1/clusterroles", role).await)?;
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+    ok(post(
+        a,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        binding,
+    )
+    .await)?;
+    Ok(())
+}
+
+/// The error `call` ends with once RBAC (which reads bindings from a cache) has the caller's
+/// grant: retried while it says `cannot update`, for up to 15 s.
+async fn once_granted<F, Fut>(mut call: F) -> (u16, String)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, (u16, String)>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match call().await {
+            Err((403, m))
+                if m.contains("cannot update") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other.err().unwrap_or_default(),
+        }
+    }
+}
+
 fn client_csr(cn: &str, org: &str) -> Value {
     let mut csr = node_csr(cn, org);
     csr["metadata"] = json!({"generateName": "user-csr-"});
@@ -626,34 +664,17 @@ async fn csr_approval_is_authorized_validated_and_signed() -> Result<()> {
     };
 
     // May update the subresource but not approve for the signer: refused by admission.
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "csr-approver-without-signer"},
-        "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests", "certificatesigningrequests/approval"], "verbs": ["get", "update"]}]});
-    ok(post(a, "/apis/rbac.authorization.k8s.io/v1/clusterroles", role).await)?;
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "dave"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "csr-approver-without-signer"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dave"}]});
-    ok(post(
-        a,
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        binding,
-    )
-    .await)?;
+    grant(a, "csr-approver-without-signer", "dave", json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests", "certificatesigningrequests/approval"], "verbs": ["get", "update"]}])).await?;
     let dave = s.cert("dave", &[]).await?;
-    // RBAC reads bindings from a cache: retry while the grant is not in it yet.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let (code, msg) = loop {
-        let body = approve(created.clone(), &["Approved"]);
-        match put(&dave, &format!("{url}/approval"), body).await {
-            Err((403, m))
-                if m.contains("cannot update") && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => break other.err().unwrap_or_default(),
-        }
-    };
+    let approval_url = format!("{url}/approval");
+    let (code, msg) = once_granted(|| {
+        put(
+            &dave,
+            &approval_url,
+            approve(created.clone(), &["Approved"]),
+        )
+    })
+    .await;
     assert_eq!(code, 403, "{msg}");
     assert_eq!(
         msg,
@@ -715,33 +736,10 @@ async fn csr_approval_is_authorized_validated_and_signed() -> Result<()> {
     let other_name = other["metadata"]["name"].as_str().unwrap();
     let mut forged = other.clone();
     forged["status"] = json!({"certificate": issued["status"]["certificate"]});
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "csr-status-writer"},
-        "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["update"]}]});
-    ok(post(a, "/apis/rbac.authorization.k8s.io/v1/clusterroles", role).await)?;
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "frank"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "csr-status-writer"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "frank"}]});
-    ok(post(
-        a,
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        binding,
-    )
-    .await)?;
+    grant(a, "csr-status-writer", "frank", json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["update"]}])).await?;
     let frank = s.cert("frank", &[]).await?;
     let status_url = format!("{csrs}/{other_name}/status");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let (code, msg) = loop {
-        match put(&frank, &status_url, forged.clone()).await {
-            Err((403, m))
-                if m.contains("cannot update") && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => break other.err().unwrap_or_default(),
-        }
-    };
+    let (code, msg) = once_granted(|| put(&frank, &status_url, forged.clone())).await;
     assert_eq!(code, 403, "{msg}");
     assert_eq!(
         msg,

@@ -61,17 +61,7 @@ async fn the_controller_manager_stops_soon_after_shutdown() -> Result<()> {
         Duration::from_secs(2),
     ] {
         let stop = CancellationToken::new();
-        let cfg = controllers::Config {
-            client: Default::default(),
-            controllers: vec!["*".into()],
-            use_service_account_credentials: false,
-            leader: Default::default(),
-            gc: Default::default(),
-            endpointslice: Default::default(),
-            node_lifecycle: Default::default(),
-            node_ipam: Default::default(),
-            podgc: Default::default(),
-        };
+        let cfg = support::manager_config(&["*"]);
         let run = tokio::spawn(controllers::run_with(
             c.client.clone(),
             Arc::new(SystemClock),

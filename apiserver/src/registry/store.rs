@@ -76,6 +76,22 @@ pub struct Store {
     services: Option<Arc<ServiceAllocator>>,
 }
 
+/// `old` with `status` (removed when None) and the resourceVersion precondition of `new`.
+fn with_status(old: &Value, status: Option<Value>, new: &Value) -> Value {
+    let mut merged = old.clone();
+    if let Some(o) = merged.as_object_mut() {
+        match status {
+            Some(s) => o.insert("status".into(), s),
+            None => o.remove("status"),
+        };
+    }
+    let rv = object::meta_str(new, "resourceVersion").to_string();
+    if !rv.is_empty() {
+        object::meta_mut(&mut merged).insert("resourceVersion".into(), Value::String(rv));
+    }
+    merged
+}
+
 fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -773,37 +789,17 @@ impl Store {
             if !errs.is_empty() {
                 return Err(self.invalid(&name, errs));
             }
-            let mut merged = old.clone();
-            let conditions = crate::certificates::stamped_conditions(&new, old);
-            if let Some(o) = merged.as_object_mut() {
-                let status = o.entry("status").or_insert_with(|| json!({}));
-                if let Some(st) = status.as_object_mut() {
-                    match conditions {
-                        Some(c) => st.insert("conditions".into(), c),
-                        None => st.remove("conditions"),
-                    };
-                }
-            }
-            let rv = object::meta_str(&new, "resourceVersion").to_string();
-            if !rv.is_empty() {
-                object::meta_mut(&mut merged).insert("resourceVersion".into(), Value::String(rv));
-            }
-            new = merged;
-        } else if subresource == Some(Subresource::Status) {
-            // /status: everything but status (and the metadata a status writer may touch) stays.
-            let status = new.get("status").cloned();
-            let mut merged = old.clone();
-            if let Some(o) = merged.as_object_mut() {
-                match status {
-                    Some(s) => o.insert("status".into(), s),
-                    None => o.remove("status"),
+            let mut status = old.get("status").cloned().unwrap_or_else(|| json!({}));
+            if let Some(st) = status.as_object_mut() {
+                match crate::certificates::stamped_conditions(&new, old) {
+                    Some(c) => st.insert("conditions".into(), c),
+                    None => st.remove("conditions"),
                 };
             }
-            let rv = object::meta_str(&new, "resourceVersion").to_string();
-            if !rv.is_empty() {
-                object::meta_mut(&mut merged).insert("resourceVersion".into(), Value::String(rv));
-            }
-            new = merged;
+            new = with_status(old, Some(status), &new);
+        } else if subresource == Some(Subresource::Status) {
+            // /status: everything but status (and the metadata a status writer may touch) stays.
+            new = with_status(old, new.get("status").cloned(), &new);
         } else if has_status {
             if let Some(o) = new.as_object_mut() {
                 match old.get("status") {

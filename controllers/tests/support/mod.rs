@@ -53,14 +53,8 @@ impl Cluster {
         .await?;
         let cfg = controllers::Config {
             client: client::ClientArgs::with_kubeconfig(&server.controller_manager),
-            controllers: controllers.iter().map(|s| s.to_string()).collect(),
             use_service_account_credentials: true,
-            leader: Default::default(),
-            gc: Default::default(),
-            endpointslice: Default::default(),
-            node_lifecycle: Default::default(),
-            node_ipam: Default::default(),
-            podgc: Default::default(),
+            ..manager_config(controllers)
         };
         let stop = cluster.shutdown.child_token();
         tokio::spawn(async move {
@@ -101,17 +95,7 @@ impl Cluster {
         clock: Arc<dyn Clock>,
         stop: CancellationToken,
     ) {
-        let cfg = controllers::Config {
-            client: Default::default(),
-            controllers: controllers.iter().map(|s| s.to_string()).collect(),
-            use_service_account_credentials: false,
-            leader: Default::default(),
-            gc: Default::default(),
-            endpointslice: Default::default(),
-            node_lifecycle: Default::default(),
-            node_ipam: Default::default(),
-            podgc: Default::default(),
-        };
+        let cfg = manager_config(controllers);
         let c = self.client.clone();
         tokio::spawn(async move {
             if let Err(e) = controllers::run_with(c, clock, cfg, stop).await {
@@ -186,6 +170,22 @@ pub fn ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The configuration of a controller-manager running `controllers` (`--controllers`
+/// syntax) with every other flag at its default.
+pub fn manager_config(controllers: &[&str]) -> controllers::Config {
+    controllers::Config {
+        client: Default::default(),
+        controllers: controllers.iter().map(|s| s.to_string()).collect(),
+        use_service_account_credentials: false,
+        leader: Default::default(),
+        gc: Default::default(),
+        endpointslice: Default::default(),
+        node_lifecycle: Default::default(),
+        node_ipam: Default::default(),
+        podgc: Default::default(),
+    }
 }
 
 /// Polls `f` until it returns `Some`, or fails after `timeout`.
