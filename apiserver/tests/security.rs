@@ -732,6 +732,8 @@ async fn admission_plugins() -> Result<()> {
 
 /// What `/record` saw: `<operation> <name> old=<oldObject name> object=<set|null>`.
 static RECORDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// What `/scale` saw: kind, subresource, old and new `spec.replicas`.
+static SCALES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// An HTTPS admission webhook served by the test: `/mutate` labels objects, `/validate`
 /// denies objects named `deny-*`, `/slow` answers after 5 s, `/record` notes each request
@@ -804,6 +806,26 @@ async fn serve_webhook(dir: &Path) -> Result<(u16, String)> {
                             let patch = json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}]);
                             json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
                                 "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())})
+                        }
+                        "/scale" => {
+                            let replicas =
+                                |o: &str| req[o]["spec"]["replicas"].as_i64().unwrap_or(-1);
+                            SCALES.lock().unwrap().push(format!(
+                                "{}/{}/{} sub={} name={} old={} new={}",
+                                req["kind"]["group"].as_str().unwrap_or(""),
+                                req["kind"]["version"].as_str().unwrap_or(""),
+                                req["kind"]["kind"].as_str().unwrap_or(""),
+                                req["subResource"].as_str().unwrap_or(""),
+                                name,
+                                replicas("oldObject"),
+                                replicas("object"),
+                            ));
+                            if replicas("object") > 5 {
+                                json!({"uid": uid, "allowed": false,
+                                    "status": {"code": 403, "reason": "Forbidden", "message": "at most 5 replicas"}})
+                            } else {
+                                json!({"uid": uid, "allowed": true})
+                            }
                         }
                         "/slow" => {
                             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1337,5 +1359,69 @@ async fn component_identities() -> Result<()> {
     )
     .await?;
     assert_eq!(patch_other["status"]["allowed"], false);
+    s.stop().await
+}
+
+/// Writes of `/scale` are admitted as autoscaling/v1 Scales, by update and by patch: a
+/// webhook on `deployments/scale` sees the old and the new Scale and may refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_on_scale() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let s = TestServer::start(tmp.path(), |_| {}).await?;
+    let a = &s.admin;
+    let (port, ca) = serve_webhook(&tmp.path().join("hook")).await?;
+    namespace(a, "sc", json!({})).await?;
+    create(
+        a,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "scale"}, "webhooks": [{"name": "scale.test.io",
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/scale"), "caBundle": ca},
+                "rules": [{"operations": ["UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments/scale"]}],
+                "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 5}]}),
+    )
+    .await?;
+    create(
+        a,
+        "/apis/apps/v1/namespaces/sc/deployments",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}),
+    )
+    .await?;
+    let scale_url = "/apis/apps/v1/namespaces/sc/deployments/web/scale";
+    let replicas = || async {
+        let d: Value = serde_json::from_str(
+            &get_text(a, "/apis/apps/v1/namespaces/sc/deployments/web").await?,
+        )?;
+        anyhow::Ok(d["spec"]["replicas"].as_i64().unwrap_or(-1))
+    };
+    // An update of the Scale, allowed.
+    let scale: Value = serde_json::from_str(&get_text(a, scale_url).await?)?;
+    let mut up = scale.clone();
+    up["spec"]["replicas"] = json!(3);
+    let req = http::Request::put(scale_url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&up)?)?;
+    a.request_text(req).await?;
+    assert_eq!(replicas().await?, 3);
+    // A patch past the webhook's limit: refused, nothing written.
+    let (code, msg) = patch(a, scale_url, MERGE, json!({"spec": {"replicas": 9}}))
+        .await
+        .unwrap_err();
+    assert_eq!(code, 403, "{msg}");
+    assert_eq!(
+        msg,
+        "admission webhook \"scale.test.io\" denied the request: at most 5 replicas"
+    );
+    assert_eq!(replicas().await?, 3);
+    let seen = SCALES.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "autoscaling/v1/Scale sub=scale name=web old=1 new=3",
+            "autoscaling/v1/Scale sub=scale name=web old=3 new=9",
+        ]
+    );
     s.stop().await
 }

@@ -224,6 +224,17 @@ impl WriteRequest<'_> {
         admit(state, &self.attributes(op, old), obj).await
     }
 
+    /// Admits `obj` as an update of `old` as they are: no defaults (a Scale is not the
+    /// resource's kind).
+    pub async fn admit_as_is(
+        &self,
+        state: &Arc<ApiState>,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<()> {
+        admit(state, &self.attributes(Operation::Update, old), obj).await
+    }
+
     /// Admits the delete of `old` (the stored object).
     pub async fn admit_delete(&self, state: &Arc<ApiState>, old: &Value) -> Result<()> {
         admit(

@@ -107,11 +107,17 @@ async fn namespace_labels(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> 
 
 fn review(a: &Attributes<'_>, obj: &Value, uid: &str) -> Value {
     let r = a.resource;
+    // The object of a `/scale` write is an autoscaling/v1 Scale.
+    let kind = if a.subresource == "scale" {
+        json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+    } else {
+        json!({"group": r.group, "version": r.version, "kind": r.kind})
+    };
     let mut req = json!({
         "uid": uid,
-        "kind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "kind": kind,
         "resource": {"group": r.group, "version": r.version, "resource": r.plural},
-        "requestKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "requestKind": kind,
         "requestResource": {"group": r.group, "version": r.version, "resource": r.plural},
         "name": a.name(obj),
         "operation": a.operation.as_str(),

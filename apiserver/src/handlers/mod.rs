@@ -654,7 +654,14 @@ async fn resource(
             let body = read_body(req).await?;
             let mut obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
             if sub == Some(Subresource::Scale) {
-                return update_scale(&store, &ns, &name, obj, &opts).await;
+                let w = crate::admission::WriteRequest {
+                    user: &user,
+                    store: &store,
+                    subresource: sub,
+                    namespace: &ns,
+                    dry_run: opts.dry_run,
+                };
+                return update_scale(state, &w, &name, obj, &opts).await;
             }
             let warnings = field_validation(&store, q, &obj)?;
             crate::admission::admit_write(
@@ -828,7 +835,7 @@ async fn patch(
         let obj = store.get_value(ns, name).await?;
         let mut scale = scale_of(store, &obj)?;
         apply_patch(kind, &mut scale, &patch, patch_schema(store, sub))?;
-        return update_scale(store, ns, name, scale, opts).await;
+        return update_scale(state, w, name, scale, opts).await;
     }
     // The patch's resourceVersion, if any, is a precondition; otherwise the object read.
     let precondition = patch
@@ -992,17 +999,29 @@ fn scale_of(store: &Store, obj: &Value) -> Result<Value> {
 }
 
 async fn update_scale(
-    store: &Store,
-    ns: &str,
+    state: &Arc<ApiState>,
+    w: &crate::admission::WriteRequest<'_>,
     name: &str,
-    scale: Value,
+    mut scale: Value,
     opts: &WriteOptions,
 ) -> Result<Response<Body>> {
+    let (store, ns) = (w.store, w.namespace);
     let paths = store
         .info
         .strategy
         .scale_paths()
         .ok_or(Error::NotFoundPath)?;
+    // Admission sees the Scale, as upstream's: webhooks on `<resource>/scale` get an
+    // autoscaling/v1 Scale and the one it replaces.
+    let current = store.get_value(ns, name).await?;
+    let old_scale = scale_of(store, &current)?;
+    if let Some(m) = scale.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.entry("name").or_insert_with(|| json!(name));
+        if !ns.is_empty() {
+            m.entry("namespace").or_insert_with(|| json!(ns));
+        }
+    }
+    w.admit_as_is(state, Some(&old_scale), &mut scale).await?;
     let replicas = match scale.pointer("/spec/replicas") {
         None | Some(Value::Null) => 0,
         Some(v) => v
