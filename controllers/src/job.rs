@@ -67,6 +67,37 @@ fn index_of(p: &Pod) -> Option<i32> {
     p.annotations().get(COMPLETION_INDEX)?.parse().ok()
 }
 
+/// The active pods of an Indexed Job that should not run: all but one of the pods of an
+/// index (the ready one, else the oldest, stays), and pods whose index is missing, out of
+/// `0..total` or in `done`.
+fn surplus_indexed<'a>(
+    active: &[&'a Arc<Pod>],
+    total: i32,
+    done: &BTreeSet<i32>,
+) -> Vec<&'a Arc<Pod>> {
+    let mut surplus = Vec::new();
+    let mut by_index: std::collections::BTreeMap<i32, Vec<&'a Arc<Pod>>> = Default::default();
+    for p in active {
+        match index_of(p) {
+            Some(i) if (0..total).contains(&i) && !done.contains(&i) => {
+                by_index.entry(i).or_default().push(*p)
+            }
+            _ => surplus.push(*p),
+        }
+    }
+    for (_, mut pods) in by_index {
+        pods.sort_by_key(|p| {
+            (
+                !is_pod_ready(p),
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.name_any(),
+            )
+        });
+        surplus.extend(pods.into_iter().skip(1));
+    }
+    surplus
+}
+
 /// "1,3-5" for {1,3,4,5} (upstream's completedIndexes format).
 pub fn format_indexes(set: &BTreeSet<i32>) -> String {
     let mut out: Vec<String> = Vec::new();
@@ -227,6 +258,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                 .normal(&*job, "Completed", "Job completed".into());
         }
     } else if satisfied && !spec.suspend.unwrap_or(false) {
+        let mut active = active.clone();
+        if indexed {
+            // As upstream: an index run by more than one pod keeps one (ready first, then the
+            // oldest); a pod of an index out of range or already completed goes.
+            let total = completions.unwrap_or(parallelism);
+            let surplus = surplus_indexed(&active, total, &done_indexes);
+            if !surplus.is_empty() {
+                delete_pods(&job, &key, &surplus, &pod_api, &ctx).await?;
+                let gone: HashSet<String> = surplus.iter().filter_map(|p| p.uid()).collect();
+                active.retain(|p| p.uid().is_none_or(|u| !gone.contains(&u)));
+            }
+        }
         let want = match completions {
             Some(c) => parallelism.min(c - succeeded),
             None if succeeded > 0 => 0,

@@ -5,6 +5,7 @@
 mod support;
 
 use anyhow::Result;
+use controllers::job::COMPLETION_INDEX;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
@@ -202,5 +203,67 @@ async fn indexed_job_deadline_and_ttl() -> Result<()> {
             "Job was active longer than specified deadline".into()
         )
     );
+    Ok(())
+}
+
+/// A second pod of one index (as a lagging cache could make) is removed; the index keeps
+/// the pod it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_job_removes_a_duplicate_index() -> Result<()> {
+    let c = Cluster::start(&["job"]).await?;
+    c.namespace("dup").await?;
+    let api = c.api::<Job>("dup");
+    let made = api
+        .create(
+            &PostParams::default(),
+            &job(
+                "dx",
+                json!({"completions": 2, "parallelism": 2, "completionMode": "Indexed"}),
+            ),
+        )
+        .await?;
+    let pods = wait_for("2 pods", T, || async {
+        let p = running(&c, "dup", "dx").await?;
+        Ok((p.len() == 2).then_some(p))
+    })
+    .await?;
+    let first = pods
+        .iter()
+        .find(|p| p.annotations()[COMPLETION_INDEX] == "1")
+        .unwrap()
+        .name_any();
+    // Index 1's pod runs and is ready; a copy of it, owned by the Job, is not.
+    c.make_ready("dup", &first).await?;
+    let mut dup = pods.iter().find(|p| p.name_any() == first).unwrap().clone();
+    dup.metadata = kube::api::ObjectMeta {
+        name: Some("dx-1-duplicate".into()),
+        labels: dup.metadata.labels.clone(),
+        annotations: dup.metadata.annotations.clone(),
+        owner_references: made
+            .uid()
+            .map(|uid| vec![support::controller_ref_to("batch/v1", "Job", "dx", &uid)]),
+        ..Default::default()
+    };
+    dup.status = None;
+    c.api::<Pod>("dup")
+        .create(&PostParams::default(), &dup)
+        .await?;
+    wait_for("the duplicate removed", T, || async {
+        let p = running(&c, "dup", "dx").await?;
+        let names: Vec<String> = p.iter().map(|p| p.name_any()).collect();
+        Ok((p.len() == 2 && !names.contains(&"dx-1-duplicate".to_string())).then_some(()))
+    })
+    .await?;
+    let mut idx: Vec<String> = running(&c, "dup", "dx")
+        .await?
+        .iter()
+        .map(|p| p.annotations()[COMPLETION_INDEX].clone())
+        .collect();
+    idx.sort();
+    assert_eq!(idx, ["0", "1"]);
+    assert!(running(&c, "dup", "dx")
+        .await?
+        .iter()
+        .any(|p| p.name_any() == first));
     Ok(())
 }

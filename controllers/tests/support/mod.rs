@@ -188,6 +188,23 @@ pub fn manager_config(controllers: &[&str]) -> controllers::Config {
     }
 }
 
+/// A controller owner reference to the `kind` named `name` with `uid`.
+pub fn controller_ref_to(
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    uid: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// Polls `f` until it returns `Some`, or fails after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
 where
