@@ -11,7 +11,8 @@
 # BENCH_NO_SCHEDULER=1 skips it.
 #
 # Environment: BENCH_SKIP_BUILD=1 uses the binaries already in target/release;
-# BENCH_NO_ETCD=1 skips the etcd half; BENCH_KEEP=1 keeps the temp dir (logs).
+# BENCH_NO_ETCD=1 skips the etcd half; BENCH_KEEP=1 keeps the temp dir (logs);
+# BENCH_FULL_SERVER=1 measures `minik8s server` with all its components, not the API server alone.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -99,8 +100,14 @@ stop_server() {
 echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 STATUS=0
 
+# The API server alone: `minik8s server` also runs the kubelet, proxy, DNS, scheduler and
+# controllers in the same process (the garbage collector alone caches every object), which
+# would be measured with it. BENCH_FULL_SERVER=1 measures the whole server instead.
+API_ONLY=(--disable-agent --disable-scheduler --disable-controller-manager --disable-dns --disable-proxy)
+[[ -z ${BENCH_FULL_SERVER:-} ]] || API_ONLY=()
+
 # --- embedded store --------------------------------------------------------------------
-if start_server embedded; then
+if start_server embedded "${API_ONLY[@]}"; then
     "$BENCH_BIN" --kubeconfig "$KUBECONFIG_FILE" --server-pid "$SERVER_PID" --label "minik8s, embedded store" "$@" || STATUS=1
     stop_server
 else
@@ -143,7 +150,7 @@ else
         sleep 0.05
     done
     echo "== etcd $(etcd --version | head -n1 | awk '{print $3}') on $ETCD_URL"
-    if start_server etcd --datastore-endpoint "$ETCD_URL"; then
+    if start_server etcd --datastore-endpoint "$ETCD_URL" "${API_ONLY[@]}"; then
         "$BENCH_BIN" --kubeconfig "$KUBECONFIG_FILE" --server-pid "$SERVER_PID" --label "minik8s, etcd store" "$@" || STATUS=1
         stop_server
     else
