@@ -206,7 +206,24 @@ pub struct WriteRequest<'a> {
     pub dry_run: bool,
 }
 
-impl WriteRequest<'_> {
+impl<'a> WriteRequest<'a> {
+    /// A write by `user` to `store` (its `subresource`) in `namespace`.
+    pub fn new(
+        user: &'a User,
+        store: &'a crate::registry::store::Store,
+        subresource: Option<crate::registry::Subresource>,
+        namespace: &'a str,
+        dry_run: bool,
+    ) -> Self {
+        WriteRequest {
+            user,
+            store,
+            subresource,
+            namespace,
+            dry_run,
+        }
+    }
+
     /// Admits `obj` as a create (`old` = None) or as an update of `old`, after the
     /// strategy's defaults.
     pub async fn admit(

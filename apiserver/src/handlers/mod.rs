@@ -654,13 +654,7 @@ async fn resource(
             let body = read_body(req).await?;
             let mut obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
             if sub == Some(Subresource::Scale) {
-                let w = crate::admission::WriteRequest {
-                    user: &user,
-                    store: &store,
-                    subresource: sub,
-                    namespace: &ns,
-                    dry_run: opts.dry_run,
-                };
+                let w = crate::admission::WriteRequest::new(&user, &store, sub, &ns, opts.dry_run);
                 return update_scale(state, &w, &name, obj, &opts).await;
             }
             let warnings = field_validation(&store, q, &obj)?;
@@ -683,13 +677,7 @@ async fn resource(
             let opts = write_options(q)?;
             let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
-            let w = crate::admission::WriteRequest {
-                user: &user,
-                store: &store,
-                subresource: sub,
-                namespace: &ns,
-                dry_run: opts.dry_run,
-            };
+            let w = crate::admission::WriteRequest::new(&user, &store, sub, &ns, opts.dry_run);
             patch(state, &w, &name, &ct, &body, &opts, q).await
         }
         "delete" => {
@@ -697,13 +685,7 @@ async fn resource(
             let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
             let opts = delete_options(q, &ct, &body)?;
-            let w = crate::admission::WriteRequest {
-                user: &user,
-                store: &store,
-                subresource: sub,
-                namespace: &ns,
-                dry_run: opts.dry_run,
-            };
+            let w = crate::admission::WriteRequest::new(&user, &store, sub, &ns, opts.dry_run);
             let w = &w;
             let admit = move |old: Value| async move { w.admit_delete(state, &old).await }.boxed();
             match store.delete_admitted(&ns, &name, &opts, &admit).await? {
