@@ -233,23 +233,23 @@ impl<'a> WriteRequest<'a> {
         obj: &mut Value,
     ) -> Result<()> {
         self.store.info.strategy.default(obj);
-        let op = if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        };
-        admit(state, &self.attributes(op, old), obj).await
+        self.admit_as_is(state, old, obj).await
     }
 
-    /// Admits `obj` as an update of `old` as they are: no defaults (a Scale is not the
-    /// resource's kind).
+    /// [`WriteRequest::admit`] without the strategy's defaults (the object of a `/scale`
+    /// write is a Scale, not the resource's kind).
     pub async fn admit_as_is(
         &self,
         state: &Arc<ApiState>,
         old: Option<&Value>,
         obj: &mut Value,
     ) -> Result<()> {
-        admit(state, &self.attributes(Operation::Update, old), obj).await
+        let op = if old.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        };
+        admit(state, &self.attributes(op, old), obj).await
     }
 
     /// Admits the delete of `old` (the stored object).

@@ -65,7 +65,7 @@ fn fs_stats(path: &std::path::Path, time: &str) -> Value {
         Ok(s) => {
             let capacity = s.f_blocks * s.f_frsize;
             let available = s.f_bavail * s.f_frsize;
-            let used = (s.f_blocks - s.f_bfree) * s.f_frsize;
+            let used = s.f_blocks.saturating_sub(s.f_bfree) * s.f_frsize;
             json!({
                 "time": time,
                 "availableBytes": available,
@@ -339,10 +339,11 @@ async fn node(ctx: &Context, time: &str) -> Value {
     let now = host_cpu();
     let rate = {
         let mut last = ctx.cpu_sample.lock().unwrap_or_else(|e| e.into_inner());
-        let prev = last.replace(now.unwrap_or(CpuSample {
-            at: Instant::now(),
-            busy_ns: 0,
-        }));
+        // An unreadable /proc/stat keeps the last good sample.
+        let prev = match now {
+            Some(n) => last.replace(n),
+            None => *last,
+        };
         match (prev, now) {
             (Some(p), Some(n)) if n.at > p.at && n.busy_ns >= p.busy_ns => {
                 let wall = (n.at - p.at).as_nanos() as f64;
