@@ -66,6 +66,12 @@ pub enum Error {
     /// 503.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 409 from server-side apply: `causes` are (message, field) of each conflict.
+    #[error("{message}")]
+    ApplyConflict {
+        message: String,
+        causes: Vec<(String, String)>,
+    },
     /// A status another party chose (an admission webhook's denial).
     #[error("{message}")]
     Status {
@@ -83,7 +89,9 @@ impl Error {
     pub fn code(&self) -> StatusCode {
         match self {
             Error::NotFound { .. } | Error::NotFoundPath => StatusCode::NOT_FOUND,
-            Error::AlreadyExists { .. } | Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::AlreadyExists { .. } | Error::Conflict { .. } | Error::ApplyConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -108,7 +116,7 @@ impl Error {
         match self {
             Error::NotFound { .. } | Error::NotFoundPath => "NotFound",
             Error::AlreadyExists { .. } => "AlreadyExists",
-            Error::Conflict { .. } => "Conflict",
+            Error::Conflict { .. } | Error::ApplyConflict { .. } => "Conflict",
             Error::Invalid { .. } => "Invalid",
             Error::BadRequest(_) => "BadRequest",
             Error::Forbidden { .. } => "Forbidden",
@@ -197,6 +205,13 @@ impl Error {
                 let causes: Vec<Value> = errors
                     .iter()
                     .map(|e| json!({"reason": e.kind.reason(), "message": e.body(), "field": e.field}))
+                    .collect();
+                details.insert("causes".into(), Value::Array(causes));
+            }
+            Error::ApplyConflict { causes, .. } => {
+                let causes: Vec<Value> = causes
+                    .iter()
+                    .map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": m, "field": f}))
                     .collect();
                 details.insert("causes".into(), Value::Array(causes));
             }

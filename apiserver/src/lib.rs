@@ -8,6 +8,7 @@ pub mod config;
 pub mod crd;
 pub mod encryption;
 pub mod error;
+pub mod fieldmanager;
 pub mod handlers;
 pub mod object;
 pub mod patch;

@@ -59,6 +59,11 @@ pub fn kind_def(group: &str, version: &str, kind: &str) -> Option<TypeRef> {
         .map(|k| TypeRef(k.def))
 }
 
+/// The OpenAPI v3 schema text of a definition (`io.k8s.api.core.v1.PodSpec`), if it exists.
+pub fn def_v3(name: &str) -> Option<&'static str> {
+    DEFS.iter().find(|d| d.name == name).map(|d| d.v3)
+}
+
 /// A definition, as a handle for walking fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TypeRef(u32);
