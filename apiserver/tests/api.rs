@@ -615,6 +615,187 @@ async fn raw_http_errors(s: &TestServer) -> Result<()> {
     Ok(())
 }
 
+/// Server-side apply through kube-rs: create on apply, no-op re-apply, conflicts with the
+/// upstream message and causes, force, removal of fields the applier dropped, Update
+/// entries from other writes, and the PatchOptions checks.
+async fn server_side_apply(s: &TestServer) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(s.client.clone(), "default");
+    let deploy = |replicas: i64, labels: serde_json::Value| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "ssa", "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "ssa"}},
+                     "template": {"metadata": {"labels": {"app": "ssa"}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+        })
+    };
+    fn managers(d: &impl kube::Resource) -> Vec<(String, String)> {
+        d.meta()
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m.manager.clone().unwrap_or_default(),
+                    m.operation.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+    let alice = PatchParams::apply("alice");
+    let first = api
+        .patch(
+            "ssa",
+            &alice,
+            &Patch::Apply(deploy(2, json!({"app": "ssa", "tier": "web"}))),
+        )
+        .await?;
+    assert_eq!(managers(&first), [("alice".into(), "Apply".into())]);
+    let fields = first
+        .metadata
+        .managed_fields
+        .as_ref()
+        .context("managedFields")?[0]
+        .fields_v1
+        .clone()
+        .context("fieldsV1")?
+        .0;
+    assert_eq!(fields["f:spec"]["f:replicas"], json!({}), "{fields}");
+    assert!(
+        fields["f:spec"]["f:template"]["f:spec"]["f:containers"]
+            .get("k:{\"name\":\"c\"}")
+            .is_some(),
+        "{fields}"
+    );
+    // The same configuration again writes nothing.
+    let again = api
+        .patch(
+            "ssa",
+            &alice,
+            &Patch::Apply(deploy(2, json!({"app": "ssa", "tier": "web"}))),
+        )
+        .await?;
+    assert_eq!(again.resource_version(), first.resource_version());
+
+    // bob wants other replicas: a conflict, worded like upstream.
+    let bob = PatchParams::apply("bob");
+    let err = api
+        .patch("ssa", &bob, &Patch::Apply(deploy(5, json!({"app": "ssa"}))))
+        .await
+        .err()
+        .context("conflict expected")?;
+    let kube::Error::Api(status) = &err else {
+        anyhow::bail!("{err}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        status.message,
+        "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas"
+    );
+    let forced = api
+        .patch(
+            "ssa",
+            &bob.clone().force(),
+            &Patch::Apply(deploy(5, json!({"app": "ssa"}))),
+        )
+        .await?;
+    assert_eq!(forced.spec.as_ref().and_then(|s| s.replicas), Some(5));
+    let mut m = managers(&forced);
+    m.sort();
+    assert_eq!(
+        m,
+        [
+            ("alice".into(), "Apply".into()),
+            ("bob".into(), "Apply".into())
+        ]
+    );
+
+    // alice drops the tier label and replicas: the label goes, bob's replicas stay.
+    let mut mine = deploy(0, json!({"app": "ssa"}));
+    mine["spec"]
+        .as_object_mut()
+        .context("spec")?
+        .remove("replicas");
+    let pruned = api.patch("ssa", &alice, &Patch::Apply(mine)).await?;
+    assert!(
+        !pruned.labels().contains_key("tier"),
+        "{:?}",
+        pruned.labels()
+    );
+    assert_eq!(pruned.spec.as_ref().and_then(|s| s.replicas), Some(5));
+
+    // An ordinary patch is recorded as an Update of its manager.
+    let edited = api
+        .patch(
+            "ssa",
+            &PatchParams {
+                field_manager: Some("editor".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"metadata": {"annotations": {"note": "x"}}})),
+        )
+        .await?;
+    assert!(managers(&edited).contains(&("editor".into(), "Update".into())));
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let created = cms
+        .create(
+            &PostParams::default(),
+            &cm("ssa-ua", json!({}), json!({"a": "b"})),
+        )
+        .await?;
+    let ua_manager = managers(&created);
+    assert_eq!(ua_manager.len(), 1, "{ua_manager:?}");
+    assert_eq!(ua_manager[0].1, "Update");
+
+    // PatchOptions checks, a wrong apiVersion, managedFields in the configuration.
+    let raw = |query: &str, ct: &str, body: serde_json::Value| {
+        http::Request::patch(format!(
+            "/apis/apps/v1/namespaces/default/deployments/ssa{query}"
+        ))
+        .header("content-type", ct)
+        .body(body.to_string().into_bytes())
+    };
+    let cases = [
+        (
+            raw("", "application/apply-patch+yaml", deploy(1, json!({})))?,
+            422,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ),
+        (
+            raw("?force=true", "application/merge-patch+json", json!({}))?,
+            422,
+            "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch",
+        ),
+        (
+            raw(
+                "?fieldManager=x",
+                "application/apply-patch+yaml",
+                json!({"apiVersion": "apps/v1beta1", "kind": "Deployment", "metadata": {"name": "ssa"}}),
+            )?,
+            400,
+            "Incorrect version specified in apply patch. Specified patch version: apps/v1beta1, expected: apps/v1",
+        ),
+        (
+            raw(
+                "?fieldManager=x",
+                "application/apply-patch+yaml",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ssa", "managedFields": [{"manager": "x"}]}}),
+            )?,
+            400,
+            "metadata.managedFields must be nil",
+        ),
+    ];
+    for (req, code, message) in cases {
+        let (c, _, m) = api_err(s.client.request_text(req).await.err().context(message)?);
+        assert_eq!((c, m.as_str()), (code, message));
+    }
+    let unchanged = api.get("ssa").await?;
+    assert_eq!(unchanged.resource_version(), edited.resource_version());
+    api.delete("ssa", &DeleteParams::default()).await?;
+    cms.delete("ssa-ua", &DeleteParams::default()).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_api() -> Result<()> {
     let s = TestServer::start().await?;
@@ -624,6 +805,7 @@ async fn embedded_api() -> Result<()> {
     bookmarks_and_initial_events(&s).await?;
     namespaces_and_subresources(&s).await?;
     raw_http_errors(&s).await?;
+    server_side_apply(&s).await?;
     s.stop().await
 }
 
@@ -636,6 +818,7 @@ async fn etcd_api() -> Result<()> {
     selectors_and_pages(&s).await?;
     watch_resume(&s).await?;
     namespaces_and_subresources(&s).await?;
+    server_side_apply(&s).await?;
     s.stop().await
 }
 

@@ -44,6 +44,8 @@ pub struct CustomStrategy {
     scale: Option<ScalePaths>,
     /// `None`: no schema (only possible for objects written by older servers); everything is kept.
     schema: Option<Schema>,
+    /// `openAPIV3Schema` as written, for field management.
+    raw_schema: Option<Value>,
     columns: Vec<Column>,
 }
 
@@ -120,6 +122,7 @@ impl CustomStrategy {
             status: p.status,
             scale,
             schema,
+            raw_schema: p.version_json.pointer("/schema/openAPIV3Schema").cloned(),
             columns,
         })
     }
@@ -183,6 +186,10 @@ impl Strategy for CustomStrategy {
 
     fn printer(&self) -> Option<&dyn DynamicPrinter> {
         Some(self)
+    }
+
+    fn apply_schema(&self) -> Option<&Value> {
+        self.raw_schema.as_ref()
     }
 
     fn unknown_fields(&self, obj: &Value) -> Option<Vec<String>> {

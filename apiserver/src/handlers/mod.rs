@@ -20,6 +20,7 @@ use crate::registry::stores::Registry;
 use crate::registry::Subresource;
 use crate::request_info::{self, Query, RequestInfo};
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::validation::FieldError;
 use crate::watch_cache::Filter;
 
 pub mod discovery;
@@ -462,6 +463,60 @@ fn write_options(q: &Query) -> Result<WriteOptions> {
     Ok(WriteOptions {
         dry_run,
         field_manager: q.field_manager.clone(),
+        field_subresource: None,
+    })
+}
+
+/// Who a write is recorded as in managedFields: `fieldManager`, else the User-Agent up to
+/// its first `/` (upstream's `prefixFromUserAgent`).
+fn field_manager(q: &Query, req: &Request<Incoming>) -> String {
+    if let Some(m) = q.field_manager.as_deref().filter(|m| !m.is_empty()) {
+        return m.to_string();
+    }
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let prefix = ua.split('/').next().unwrap_or("");
+    prefix.chars().take(128).collect()
+}
+
+/// Upstream's PatchOptions / CreateOptions / UpdateOptions checks of `fieldManager` and `force`.
+fn check_manager_options(q: &Query, options_kind: &str, apply: bool) -> Result<()> {
+    let mut errs = Vec::new();
+    let manager = q.field_manager.as_deref().unwrap_or("");
+    if options_kind == "PatchOptions" {
+        if !apply && q.force.is_some() {
+            errs.push(FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            ));
+        }
+        if apply && manager.is_empty() {
+            errs.push(FieldError::required(
+                "fieldManager",
+                "is required for apply patch",
+            ));
+        }
+    }
+    if manager.len() > 128 {
+        errs.push(FieldError::too_long("fieldManager", 128));
+    }
+    if manager.chars().any(|c| c.is_control()) {
+        errs.push(FieldError::invalid(
+            "fieldManager",
+            manager,
+            "must only contain printable characters",
+        ));
+    }
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        kind: format!("{options_kind}.meta.k8s.io"),
+        name: String::new(),
+        errors: errs,
     })
 }
 
@@ -620,7 +675,9 @@ async fn resource(
                 return Err(Error::MethodNotSupported);
             }
             let ct = content_type(&req);
-            let opts = write_options(q)?;
+            let mut opts = write_options(q)?;
+            check_manager_options(q, "CreateOptions", false)?;
+            opts.field_manager = Some(field_manager(q, &req));
             let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
             let mut obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
@@ -649,7 +706,9 @@ async fn resource(
         }
         "update" => {
             let ct = content_type(&req);
-            let opts = write_options(q)?;
+            let mut opts = write_options(q)?;
+            check_manager_options(q, "UpdateOptions", false)?;
+            opts.field_manager = Some(field_manager(q, &req));
             let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
             let mut obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
@@ -674,7 +733,9 @@ async fn resource(
         }
         "patch" => {
             let ct = content_type(&req);
-            let opts = write_options(q)?;
+            let mut opts = write_options(q)?;
+            check_manager_options(q, "PatchOptions", ct == "application/apply-patch+yaml")?;
+            opts.field_manager = Some(field_manager(q, &req));
             let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
             let w = crate::admission::WriteRequest::new(&user, &store, sub, &ns, opts.dry_run);
@@ -802,10 +863,9 @@ async fn patch(
         "application/strategic-merge-patch+json" if patch_schema(store, sub).is_some() => {
             "strategic"
         }
+        "application/apply-patch+yaml" if sub == Some(Subresource::Scale) => "merge",
         "application/apply-patch+yaml" => {
-            return Err(Error::UnsupportedMediaType(format!(
-                "the server does not yet support patch type {ct:?}; use application/merge-patch+json or application/json-patch+json"
-            )))
+            return server_side_apply(state, w, name, patch, opts, q).await;
         }
         _ => {
             return Err(Error::UnsupportedMediaType(
@@ -838,6 +898,106 @@ async fn patch(
             Ok(b) => return Ok(with_warnings(json_response(StatusCode::OK, b), &warnings)),
             // Someone wrote in between: patch (and admit) the newer object.
             Err(Error::Conflict { .. }) if !precondition => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict {
+        resource: store.info.qualified_resource(),
+        name: name.to_string(),
+        message: "too many concurrent updates; please try again".into(),
+    })
+}
+
+/// PATCH with `application/apply-patch+yaml`: server-side apply. Creates the object when
+/// it does not exist; otherwise merges the configuration into it under field management,
+/// then admits and writes the result as an update (retried when someone wrote meanwhile).
+async fn server_side_apply(
+    state: &Arc<ApiState>,
+    w: &crate::admission::WriteRequest<'_>,
+    name: &str,
+    config: Value,
+    opts: &WriteOptions,
+    q: &Query,
+) -> Result<Response<Body>> {
+    let (store, ns, sub) = (w.store, w.namespace, w.subresource);
+    if !config.is_object() {
+        return Err(Error::BadRequest(
+            "error decoding YAML: the apply configuration must be an object".into(),
+        ));
+    }
+    let av = store.info.api_version();
+    let given = config
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if given != av {
+        return Err(Error::BadRequest(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {given}, expected: {av}"
+        )));
+    }
+    let kind = config.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind != store.info.kind {
+        return Err(Error::BadRequest(format!(
+            "Incorrect kind specified in apply patch. Specified patch kind: {kind}, expected: {}",
+            store.info.kind
+        )));
+    }
+    let given_name = object::meta_str(&config, "name");
+    if !given_name.is_empty() && given_name != name {
+        return Err(Error::BadRequest(format!(
+            "the name of the object ({given_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let manager = opts.field_manager.clone().unwrap_or_default();
+    let force = q.force.unwrap_or(false);
+    let sub_name = match sub {
+        Some(Subresource::Status) => "status",
+        _ => "",
+    };
+    let fw = store.field_write(&manager, &av, sub_name);
+    let warnings = field_validation(store, q, &config)?;
+    // The write itself records nothing more: the apply did.
+    let write = WriteOptions {
+        field_manager: None,
+        ..opts.clone()
+    };
+    for _ in 0..PATCH_ATTEMPTS {
+        let live = match store.get_value(ns, name).await {
+            Ok(v) => Some(v),
+            Err(Error::NotFound { .. }) if sub.is_none() => None,
+            Err(e) => return Err(e),
+        };
+        let mut new = crate::fieldmanager::apply(&fw, live.as_ref(), &config, force)?;
+        object::meta_mut(&mut new).insert("name".into(), json!(name));
+        let Some(old) = live else {
+            if !ns.is_empty() {
+                object::meta_mut(&mut new).insert("namespace".into(), json!(ns));
+            }
+            w.admit(state, None, &mut new).await?;
+            return match store.create(ns, new, &write).await {
+                Ok(b) => Ok(with_warnings(
+                    json_response(
+                        if opts.dry_run {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::CREATED
+                        },
+                        b,
+                    ),
+                    &warnings,
+                )),
+                // Created meanwhile: apply to it.
+                Err(Error::AlreadyExists { .. }) => continue,
+                Err(e) => Err(e),
+            };
+        };
+        let rv = object::meta_str(&old, "resourceVersion").to_string();
+        object::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(rv));
+        w.admit(state, Some(&old), &mut new).await?;
+        match store.update(ns, name, new, sub, &write).await {
+            Ok(b) => return Ok(with_warnings(json_response(StatusCode::OK, b), &warnings)),
+            Err(Error::Conflict { .. }) => continue,
+            Err(Error::NotFound { .. }) if sub.is_none() => continue,
             Err(e) => return Err(e),
         }
     }
@@ -1027,8 +1187,12 @@ async fn update_scale(
         .unwrap_or("")
         .to_string();
     let spec_ptr = paths.spec_replicas;
+    let opts = WriteOptions {
+        field_subresource: Some("scale"),
+        ..opts.clone()
+    };
     let b = store
-        .guaranteed_update(ns, name, None, opts, |old| {
+        .guaranteed_update(ns, name, None, &opts, |old| {
             let mut new = old.clone();
             set_pointer(&mut new, spec_ptr, json!(replicas));
             if rv.is_empty() {

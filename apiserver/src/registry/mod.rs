@@ -195,6 +195,12 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
+    /// The OpenAPI v3 schema field management reads lists and maps from, for kinds whose
+    /// schema is known only at run time (custom resources); `None` = the built-in one.
+    fn apply_schema(&self) -> Option<&Value> {
+        None
+    }
+
     /// Whether create/update may go ahead in a namespace (false for e.g. namespaces themselves).
     /// Kinds that must be allowed in terminating namespaces (events) return true.
     fn allowed_in_terminating_namespace(&self) -> bool {

@@ -29,7 +29,13 @@ const MAX_UPDATE_ATTEMPTS: usize = 32;
 #[derive(Debug, Default, Clone)]
 pub struct WriteOptions {
     pub dry_run: bool,
+    /// Who writes: with a manager, the write is recorded in `metadata.managedFields` as an
+    /// Update. `None` (server-internal writes, and applies, which record themselves) keeps
+    /// the entries as they are.
     pub field_manager: Option<String>,
+    /// The subresource the managedFields entry names when it is not the written one (a
+    /// `/scale` write updates the main resource).
+    pub field_subresource: Option<&'static str>,
 }
 
 /// How a list reads.
@@ -88,6 +94,11 @@ fn with_status(old: &Value, status: Option<Value>, new: &Value) -> Value {
     let rv = object::meta_str(new, "resourceVersion").to_string();
     if !rv.is_empty() {
         object::meta_mut(&mut merged).insert("resourceVersion".into(), Value::String(rv));
+    }
+    // managedFields as the writer left them: a server-side apply of the status computed
+    // them; a recorded Update recomputes them from the stored ones.
+    if let Some(mf) = new.pointer("/metadata/managedFields") {
+        object::meta_mut(&mut merged).insert("managedFields".into(), mf.clone());
     }
     merged
 }
@@ -584,6 +595,7 @@ impl Store {
         if !errs.is_empty() {
             return Err(self.invalid(&name, errs));
         }
+        self.track_fields(opts, None, None, &mut obj);
         if opts.dry_run {
             if self.cache.get(&self.key(ns, &name)).is_some() {
                 return Err(Error::AlreadyExists {
@@ -693,8 +705,10 @@ impl Store {
                 return Err(self.conflict(name, CONFLICT_MESSAGE));
             }
             let mut new = self.prepare_update(new, &old, subresource)?;
-            // A no-op update writes nothing and keeps the resourceVersion.
-            if strip_rv(&new) == strip_rv(&old) {
+            self.track_fields(opts, subresource, Some(&old), &mut new);
+            // A no-op update writes nothing and keeps the resourceVersion. managedFields
+            // count: a client may write them alone, and a real change always changes them.
+            if without_rv(&new) == without_rv(&old) {
                 return Ok(Bytes::from(serde_json::to_vec(&old).unwrap_or_default()));
             }
             if opts.dry_run {
@@ -1098,6 +1112,55 @@ impl Store {
         Ok(self.encode_list(deleted.iter(), rev, None))
     }
 
+    /// How managedFields see this resource's objects.
+    pub fn field_write<'a>(
+        &'a self,
+        manager: &'a str,
+        api_version: &'a str,
+        subresource: &'a str,
+    ) -> crate::fieldmanager::Write<'a> {
+        let node = match self.info.strategy.apply_schema() {
+            Some(s) => crate::fieldmanager::Node::custom(s),
+            None => crate::fieldmanager::Node::builtin_kind(
+                self.info.group,
+                self.info.version,
+                self.info.kind,
+            ),
+        };
+        crate::fieldmanager::Write {
+            node,
+            manager,
+            api_version,
+            subresource,
+            has_status: self.info.has_subresource(Subresource::Status),
+        }
+    }
+
+    /// Records a client's write in `metadata.managedFields` (upstream's field manager on
+    /// create, update and non-apply patch).
+    fn track_fields(
+        &self,
+        opts: &WriteOptions,
+        subresource: Option<Subresource>,
+        old: Option<&Value>,
+        new: &mut Value,
+    ) {
+        let Some(manager) = &opts.field_manager else {
+            return;
+        };
+        let sub = opts.field_subresource.unwrap_or(match subresource {
+            None => "",
+            Some(Subresource::Status) => "status",
+            Some(Subresource::Scale) => "scale",
+            Some(Subresource::Binding) => "binding",
+            Some(Subresource::Approval) => "approval",
+            Some(_) => "",
+        });
+        let av = self.info.api_version();
+        let w = self.field_write(manager, &av, sub);
+        crate::fieldmanager::track_update(&w, old, new);
+    }
+
     /// The current object as JSON (served form), read consistently.
     pub async fn get_value(&self, ns: &str, name: &str) -> Result<Value> {
         match self.current(ns, name).await? {
@@ -1105,6 +1168,14 @@ impl Store {
             None => Err(self.not_found(name)),
         }
     }
+}
+
+fn without_rv(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    v
 }
 
 fn strip_rv(v: &Value) -> Value {
