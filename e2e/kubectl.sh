@@ -707,6 +707,50 @@ expect 0 "app" k get -n $NS deploy applied -o 'jsonpath={.spec.template.spec.con
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-ssa
+scenario "server-side apply: create, no-op, conflicts, --force-conflicts, moving from client-side apply"
+
+new_ns $NS
+expect 0 "deployment.apps/applied serverside-applied" k apply --server-side -n $NS -f $TD/deployment-apply.yaml
+ssa_rv=$(k get -n $NS deploy applied -o 'jsonpath={.metadata.resourceVersion}')
+expect 0 "deployment.apps/applied serverside-applied" k apply --server-side -n $NS -f $TD/deployment-apply.yaml
+expect 0 "$ssa_rv" k get -n $NS deploy applied -o 'jsonpath={.metadata.resourceVersion}'
+expect 0 "kubectl Apply" k get -n $NS deploy applied -o 'jsonpath={.metadata.managedFields[0].manager} {.metadata.managedFields[0].operation}'
+expect_re 0 'f:containers:
+ +k:\{"name":"app"\}:
+ +\.: \{\}' k get -n $NS deploy applied -o yaml --show-managed-fields
+sed -e 's/replicas: 2/replicas: 3/' $TD/deployment-apply.yaml >"$TMP/deployment-ssa-3.yaml"
+expect_re 1 '^error: Apply failed with 1 conflict: conflict with "kubectl": \.spec\.replicas
+Please review the fields above--they currently have other managers\. Here
+are the ways you can resolve this warning:' \
+    k apply --server-side --field-manager=other -n $NS -f "$TMP/deployment-ssa-3.yaml"
+expect 0 "2" k get -n $NS deploy applied -o 'jsonpath={.spec.replicas}'
+expect 0 "deployment.apps/applied serverside-applied" \
+    k apply --server-side --field-manager=other --force-conflicts -n $NS -f "$TMP/deployment-ssa-3.yaml"
+expect 0 "3" k get -n $NS deploy applied -o 'jsonpath={.spec.replicas}'
+# kubectl scale is an Update of /scale by its own manager.
+expect 0 "deployment.apps/applied scaled" k scale -n $NS deploy applied --replicas=4
+expect_re 1 '^error: Apply failed with 1 conflict: conflict with "kubectl(-scale)?" with subresource "scale" using apps/v1: \.spec\.replicas' \
+    k apply --server-side --field-manager=other -n $NS -f "$TMP/deployment-ssa-3.yaml"
+# An object made by client-side apply moves to server-side apply without conflicts, and
+# kubectl hands the client-side manager's fields to its own Apply entry.
+expect 0 "configmap/csa created" k apply -n $NS -f $TD/configmap-csa.yaml
+sed -e 's/color: blue/color: red/' $TD/configmap-csa.yaml >"$TMP/configmap-csa-2.yaml"
+expect 0 "configmap/csa serverside-applied" k apply --server-side -n $NS -f "$TMP/configmap-csa-2.yaml"
+expect 0 "red" k get -n $NS cm csa -o 'jsonpath={.data.color}'
+# kubectl keeps the annotation under its own Apply manager, as against upstream.
+expect 0 "kubectl:Apply kubectl-last-applied:Apply " k get -n $NS cm csa -o 'jsonpath={range .metadata.managedFields[*]}{.manager}:{.operation} {end}'
+expect_re 0 '"color":"red"' k get -n $NS cm csa -o 'jsonpath={.metadata.annotations.kubectl\.kubernetes\.io/last-applied-configuration}'
+# Dropping a key from the applied configuration removes it.
+sed -e '/size: small/d' "$TMP/configmap-csa-2.yaml" >"$TMP/configmap-csa-3.yaml"
+expect 0 "configmap/csa serverside-applied" k apply --server-side -n $NS -f "$TMP/configmap-csa-3.yaml"
+expect 0 "red " k get -n $NS cm csa -o 'jsonpath={.data.color} {.data.size}'
+expect 0 "deployment.apps/applied serverside-applied (server dry run)" \
+    k apply --server-side --force-conflicts --dry-run=server -n $NS -f $TD/deployment-apply.yaml
+expect 0 "4" k get -n $NS deploy applied -o 'jsonpath={.spec.replicas}'
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
 NS=e2e-smp
 scenario "edit, set, patch, rollout restart"
 
@@ -1097,6 +1141,8 @@ expect_re 0 '^NAME +REPLICAS +COLOR +AGE
 g1 +2 +blue +[0-9]+s$' k get gz -n $NS
 expect 0 "gizmo.e2e.example.com/g1 scaled" k scale gizmo g1 -n $NS --replicas=4
 expect 0 "4" k get gz g1 -n $NS -o 'jsonpath={.spec.replicas}'
+expect 0 "gizmo.e2e.example.com/g2 serverside-applied" k apply --server-side -n $NS -f $TD/gizmo-ssa.yaml
+expect 0 "3 kubectl" k get gizmo g2 -n $NS -o 'jsonpath={.spec.replicas} {.metadata.managedFields[0].manager}'
 expect_re 0 '^NAME +SHORTNAMES +APIVERSION +NAMESPACED +KIND
 gizmos +gz +e2e\.example\.com/v1 +true +Gizmo$' k api-resources --api-group=e2e.example.com
 expect_re 0 '^GROUP: +e2e\.example\.com
