@@ -545,6 +545,7 @@ fn remove_at(v: &Value, set: &Set, node: Node<'_>, root: bool) -> Option<Value> 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 
