@@ -199,14 +199,21 @@ impl WatchCache {
     /// Turns a stored key-value into a served object.
     pub fn decode(&self, kv: &KeyValue, revision_override: Option<i64>) -> Option<CachedObject> {
         let rev = revision_override.unwrap_or(kv.mod_revision);
-        let value: Value = match serde_json::from_slice(&kv.value) {
+        let strategy = &self.info.strategy;
+        // The index needs metadata and selectable fields only: managedFields, often the
+        // largest part of an object, are skipped unless the object is converted.
+        let parsed = if strategy.has_conversion() {
+            serde_json::from_slice(&kv.value)
+        } else {
+            index_value(&kv.value)
+        };
+        let value: Value = match parsed {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(key = %kv.key, error = %e, "skipping undecodable stored object");
                 return None;
             }
         };
-        let strategy = &self.info.strategy;
         let (value, bytes) = if strategy.has_conversion() {
             let mut v = strategy.from_storage(value);
             object::meta_mut(&mut v)
@@ -790,5 +797,83 @@ impl Caches {
                 }
             }
         })
+    }
+}
+
+/// A stored object parsed without `metadata.managedFields` (for the cache's index).
+fn index_value(bytes: &[u8]) -> serde_json::Result<Value> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+
+    /// An object; `skip` names the key whose value is not kept, `meta` the key whose value
+    /// is read with `managedFields` skipped.
+    struct Obj {
+        skip: Option<&'static str>,
+        meta: Option<&'static str>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Obj {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Obj {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if Some(k.as_str()) == self.skip {
+                    m.next_value::<IgnoredAny>()?;
+                } else if Some(k.as_str()) == self.meta {
+                    let v = m.next_value_seed(Obj {
+                        skip: Some("managedFields"),
+                        meta: None,
+                    })?;
+                    out.insert(k, v);
+                } else {
+                    out.insert(k, m.next_value::<Value>()?);
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Obj {
+        skip: None,
+        meta: Some("metadata"),
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_index_skips_managed_fields_and_keeps_the_rest() {
+        let obj = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "labels": {"x": "y"},
+                         "managedFields": [{"manager": "m", "fieldsV1": {"f:data": {}}}]},
+            "data": {"k": "v"}
+        });
+        let v = index_value(obj.to_string().as_bytes()).unwrap();
+        let mut want = obj.clone();
+        want["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(v, want);
+        assert!(index_value(b"{\"metadata\": {}} x").is_err());
+        assert!(index_value(b"[1]").is_err());
     }
 }

@@ -12,7 +12,7 @@ pub mod typed;
 
 use crate::error::{Error, Result};
 use serde_json::{json, Map, Value};
-use set::{path_string, PathElement, Set};
+use set::{path_string, Set};
 pub use typed::Node;
 
 /// One `managedFields` entry.
@@ -67,56 +67,43 @@ impl Write<'_> {
     /// The fields the write may own: not apiVersion, kind or system metadata (upstream's
     /// stripMeta), and not what the subresource split resets.
     fn filter(&self, s: &Set) -> Set {
-        let mut strip = Set::default();
-        let f = |n: &str| PathElement::Field(n.into());
-        strip.insert(&[f("apiVersion")]);
-        strip.insert(&[f("kind")]);
-        strip.insert(&[f("metadata")]);
-        for m in [
-            "name",
-            "namespace",
-            "creationTimestamp",
-            "selfLink",
-            "uid",
-            "clusterName",
-            "generation",
-            "managedFields",
-            "resourceVersion",
-        ] {
-            strip.insert(&[f("metadata"), f(m)]);
-        }
-        let mut out = s.difference(&strip);
-        if self.has_status {
-            let mut reset = Set::default();
-            if self.subresource == "status" {
-                reset.insert(&[f("spec")]);
-            } else if self.subresource.is_empty() {
-                reset.insert(&[f("status")]);
-            }
-            // A member path also takes what is below it.
-            out = out.difference(&reset);
-            for p in reset.paths() {
-                if let Some(PathElement::Field(_)) = p.first() {
-                    out = remove_subtree(&out, &p[0]);
-                }
-            }
-        }
+        let mut out = s.clone();
+        self.filter_in_place(&mut out);
         out
     }
-}
 
-fn remove_subtree(s: &Set, pe: &PathElement) -> Set {
-    let mut below = Set::default();
-    for p in s.paths() {
-        if p.first() == Some(pe) {
-            below.insert(&p);
+    fn filter_in_place(&self, s: &mut Set) {
+        s.remove_top("apiVersion");
+        s.remove_top("kind");
+        s.remove_member("metadata");
+        if let Some(m) = s.child_mut("metadata") {
+            for f in [
+                "name",
+                "namespace",
+                "creationTimestamp",
+                "selfLink",
+                "uid",
+                "clusterName",
+                "generation",
+                "managedFields",
+                "resourceVersion",
+            ] {
+                m.remove_member(f);
+            }
+        }
+        s.prune_top("metadata");
+        if self.has_status {
+            if self.subresource == "status" {
+                s.remove_top("spec");
+            } else if self.subresource.is_empty() {
+                s.remove_top("status");
+            }
         }
     }
-    s.difference(&below)
 }
 
 fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The entries of `metadata.managedFields`. Entries that are not FieldsV1 are an error.
@@ -263,18 +250,14 @@ pub fn track_update(w: &Write<'_>, old: Option<&Value>, new: &mut Value) {
             decode(old.and_then(|o| o.pointer("/metadata/managedFields"))).unwrap_or_default()
         });
     let empty = json!({});
-    let before = old.map(without_managed);
-    let cmp = typed::compare_for(
-        before.as_ref().unwrap_or(&empty),
-        new,
-        w.node,
-        old.is_none(),
-    );
-    let changed = cmp.modified.union(&cmp.added);
+    let cmp = typed::compare_for(old.unwrap_or(&empty), new, w.node, old.is_none());
+    let mut changed = cmp.added;
+    changed.union_with(&cmp.modified);
     for e in &mut entries {
         e.set = e.set.difference(&changed).difference(&cmp.removed);
     }
-    let mine = w.filter(&changed);
+    let mut mine = changed;
+    w.filter_in_place(&mut mine);
     if !mine.is_empty() {
         let t = Some(now());
         match entries

@@ -114,6 +114,31 @@ impl Set {
         self.members.contains(pe)
     }
 
+    /// Drops the top-level field `name` and everything below it.
+    pub fn remove_top(&mut self, name: &str) {
+        let pe = PathElement::Field(name.to_string());
+        self.members.remove(&pe);
+        self.children.remove(&pe);
+    }
+
+    /// Drops the field `name` as a member here, keeping what is below it.
+    pub fn remove_member(&mut self, name: &str) {
+        self.members.remove(&PathElement::Field(name.to_string()));
+    }
+
+    /// The subset below the field `name`, to change in place.
+    pub fn child_mut(&mut self, name: &str) -> Option<&mut Set> {
+        self.children.get_mut(&PathElement::Field(name.to_string()))
+    }
+
+    /// Drops the child below the field `name` if it became empty.
+    pub fn prune_top(&mut self, name: &str) {
+        let pe = PathElement::Field(name.to_string());
+        if self.children.get(&pe).is_some_and(Set::is_empty) {
+            self.children.remove(&pe);
+        }
+    }
+
     /// The paths below `pe` (without it).
     pub fn child(&self, pe: &PathElement) -> Option<&Set> {
         self.children.get(pe)

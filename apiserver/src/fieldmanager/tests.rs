@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::json;
+use set::PathElement;
 
 fn deploy(replicas: i64, image: &str) -> Value {
     json!({

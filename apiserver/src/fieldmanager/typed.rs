@@ -11,7 +11,7 @@
 use super::set::{Path, PathElement, Set};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 
 /// The schema of one value: an OpenAPI schema object (maybe a `$ref`), or none.
 #[derive(Clone, Copy)]
@@ -21,9 +21,12 @@ const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
 /// A built-in definition, parsed once (without descriptions) and kept.
 fn builtin(name: &str) -> Option<&'static Value> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Option<&'static Value>>>> = OnceLock::new();
+    static CACHE: OnceLock<RwLock<HashMap<String, Option<&'static Value>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = cache.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return *v;
+    }
+    let mut c = cache.write().unwrap_or_else(|e| e.into_inner());
     if let Some(v) = c.get(name) {
         return *v;
     }

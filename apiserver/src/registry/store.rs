@@ -104,7 +104,7 @@ fn with_status(old: &Value, status: Option<Value>, new: &Value) -> Value {
 }
 
 fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn random_suffix() -> String {
