@@ -117,11 +117,46 @@ fn itoa_i64(v: i64) -> String {
 /// Serializes an object for storage: without `metadata.resourceVersion` (the store's
 /// revision is the resource version) and without `managedFields` of nothing.
 pub fn encode_for_storage(obj: &Value) -> Vec<u8> {
-    let mut v = obj.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+    serde_json::to_vec(&WithoutResourceVersion(obj)).unwrap_or_default()
+}
+
+/// An object serialized without `metadata.resourceVersion`, with no copy of it.
+struct WithoutResourceVersion<'a>(&'a Value);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut m = s.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    m.serialize_entry(k, &Skipping(meta, "resourceVersion"))?
+                }
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        m.end()
     }
-    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// A map serialized without one key.
+struct Skipping<'a>(&'a serde_json::Map<String, Value>, &'static str);
+
+impl serde::Serialize for Skipping<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let n = self.0.len() - usize::from(self.0.contains_key(self.1));
+        let mut m = s.serialize_map(Some(n))?;
+        for (k, v) in self.0 {
+            if k != self.1 {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// Parses a revision string (`resourceVersion`), as upstream wording requires.
@@ -135,6 +170,19 @@ pub fn parse_resource_version(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_form_drops_only_the_top_level_resource_version() {
+        let obj = serde_json::json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "5"},
+                                     "spec": {"resourceVersion": "kept"}});
+        let out: Value = serde_json::from_slice(&encode_for_storage(&obj)).unwrap_or_default();
+        assert_eq!(
+            out,
+            serde_json::json!({"kind": "X", "metadata": {"name": "a"},
+                                           "spec": {"resourceVersion": "kept"}})
+        );
+        assert_eq!(encode_for_storage(&serde_json::json!([1])), b"[1]");
+    }
 
     #[test]
     fn injects_resource_version_into_top_level_metadata() {

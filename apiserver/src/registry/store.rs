@@ -261,12 +261,27 @@ impl Store {
     }
 
     fn encode_for_storage(&self, obj: &Value) -> Bytes {
-        let stored = if self.info.strategy.has_conversion() {
-            self.info.strategy.to_storage(obj.clone())
-        } else {
-            obj.clone()
-        };
-        Bytes::from(object::encode_for_storage(&stored))
+        if self.info.strategy.has_conversion() {
+            let stored = self.info.strategy.to_storage(obj.clone());
+            return Bytes::from(object::encode_for_storage(&stored));
+        }
+        Bytes::from(object::encode_for_storage(obj))
+    }
+
+    /// The served form of `obj` as written at `rev`: the stored bytes with the
+    /// resourceVersion when storage keeps the served form, else `obj` encoded again.
+    fn served(&self, stored: Option<&Bytes>, obj: &Value, rev: i64) -> Bytes {
+        match stored {
+            Some(b) if !self.info.strategy.has_conversion() => {
+                object::with_resource_version(b, rev)
+            }
+            _ => {
+                let mut v = obj.clone();
+                object::meta_mut(&mut v)
+                    .insert("resourceVersion".into(), Value::String(rev.to_string()));
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+            }
+        }
     }
 
     /// GET one object.
@@ -613,11 +628,8 @@ impl Store {
             });
         }
         let allocated = self.allocate(&name, &mut obj, &Held::default()).await?;
-        let kv = match self
-            .backend
-            .create(&key, self.encode_for_storage(&obj))
-            .await
-        {
+        let stored = self.encode_for_storage(&obj);
+        let kv = match self.backend.create(&key, stored.clone()).await {
             Ok(kv) => {
                 self.cache.note_local_write(kv.mod_revision);
                 kv
@@ -635,11 +647,7 @@ impl Store {
                 });
             }
         };
-        object::meta_mut(&mut obj).insert(
-            "resourceVersion".into(),
-            Value::String(kv.mod_revision.to_string()),
-        );
-        Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()))
+        Ok(self.served(Some(&stored), &obj, kv.mod_revision))
     }
 
     /// UPDATE (PUT) of the main resource or of `/status`.
@@ -755,33 +763,30 @@ impl Store {
             storage::Error::NotFound(_) => Err(self.not_found(name)),
             e => Err(e.into()),
         };
-        let mut v = new.clone();
         // Last finalizer removed from an object marked for deletion: delete it.
-        let rev = if is_deletable(new) {
+        let (rev, stored) = if is_deletable(new) {
             match self.backend.delete(key, kv.mod_revision).await {
                 Ok((_, rev)) => {
                     self.cache.note_local_write(rev);
-                    rev
+                    (rev, None)
                 }
                 Err(e) => return conflict(e),
             }
         } else {
+            let stored = self.encode_for_storage(new);
             match self
                 .backend
-                .update(key, self.encode_for_storage(new), kv.mod_revision)
+                .update(key, stored.clone(), kv.mod_revision)
                 .await
             {
                 Ok(kv) => {
                     self.cache.note_local_write(kv.mod_revision);
-                    kv.mod_revision
+                    (kv.mod_revision, Some(stored))
                 }
                 Err(e) => return conflict(e),
             }
         };
-        object::meta_mut(&mut v).insert("resourceVersion".into(), Value::String(rev.to_string()));
-        Ok(Some(Bytes::from(
-            serde_json::to_vec(&v).unwrap_or_default(),
-        )))
+        Ok(Some(self.served(stored.as_ref(), new, rev)))
     }
 
     /// Applies the update rules: system metadata kept, status/spec split, defaulting,
