@@ -50,6 +50,42 @@ async fn every_task_waiting_for_an_informer_wakes() -> Result<()> {
     Ok(())
 }
 
+/// A subscriber that comes after the first list still gets the objects listed: a controller
+/// whose trigger stream was set up just after its informer's InitDone never reconciled
+/// the objects that were there (a Job created before the controller-manager started got no
+/// pods).
+#[tokio::test]
+async fn a_late_subscriber_gets_the_objects_already_listed() -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    let c = Cluster::start(&[]).await?;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "early"}}))?;
+    cms.create(&PostParams::default(), &cm).await?;
+    let stop = CancellationToken::new();
+    let informers = Informers::new(c.client.clone(), stop.clone());
+    let all = informers.get::<ConfigMap>();
+    tokio::time::timeout(Duration::from_secs(10), all.wait_ready())
+        .await
+        .context("the ConfigMap informer never became ready")?;
+    let mut late = Box::pin(all.subscribe());
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match late.next().await {
+                Some(o) if o.metadata.name.as_deref() == Some("early") => return Some(o),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .context("a subscriber after the first list never got the listed ConfigMap")?;
+    assert!(first.is_some());
+    stop.cancel();
+    Ok(())
+}
+
 /// The controller-manager returns soon after its shutdown: right after it started (while
 /// controllers still wait for their caches) and once everything runs.
 #[tokio::test]

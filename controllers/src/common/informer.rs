@@ -226,13 +226,22 @@ impl<K: Cached> Informer<K> {
         *self.ready.borrow()
     }
 
-    /// Every object that changes from now on (a deleted object arrives in its last state).
-    /// Falling behind yields the whole cache again.
+    /// Every object in the cache, then every object that changes from now on (a deleted
+    /// object arrives in its last state). Falling behind yields the whole cache again.
+    ///
+    /// A subscriber that comes after the first list still gets its objects: the informer
+    /// announces them once, at InitDone, so a later subscriber starts from the cache.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let rx = self.tx.subscribe();
         let store = self.store.clone();
+        // After subscribing: an object that changes meanwhile comes twice, none is missed.
+        let backlog = if self.is_ready() {
+            store.state()
+        } else {
+            Vec::new()
+        };
         futures::stream::unfold(
-            (rx, store, Vec::<Arc<K>>::new()),
+            (rx, store, backlog),
             |(mut rx, store, mut backlog)| async move {
                 loop {
                     if let Some(o) = backlog.pop() {
