@@ -165,11 +165,104 @@ async fn create_crd(s: &TestServer) -> Result<Value> {
         )
         .await?
         .map_err(|e| anyhow::anyhow!("create CRD: {e:?}"))?;
+    assert_eq!(
+        crd["status"]["conditions"],
+        json!([]),
+        "a new CRD has no conditions until the naming controller looks"
+    );
     wait_for("widgets to be served", Duration::from_secs(1), || async {
         matches!(s.get(WIDGETS).await, Ok(Ok(_)))
     })
     .await?;
-    Ok(crd)
+    s.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com")
+        .await?
+        .map_err(|e| anyhow::anyhow!("get CRD: {e:?}"))
+}
+
+/// A CRD whose kind another CRD of its group holds gets NamesAccepted False with upstream's
+/// reason and message, is not established and not served; once the holder is gone, it is.
+async fn name_conflicts(s: &TestServer) -> Result<()> {
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let make = |plural: &str| {
+        let mut c = widget_crd();
+        c["metadata"]["name"] = json!(format!("{plural}.conflict.example.org"));
+        c["spec"]["group"] = json!("conflict.example.org");
+        c["spec"]["names"] =
+            json!({"plural": plural, "singular": plural.trim_end_matches('s'), "kind": "Alpha"});
+        c
+    };
+    let create = |c: Value| async move {
+        s.call("POST", crds, "application/json", None, Some(c))
+            .await?
+            .map_err(|e| anyhow::anyhow!("create CRD: {e:?}"))
+    };
+    let served = |plural: &'static str| async move {
+        matches!(
+            s.get(&format!(
+                "/apis/conflict.example.org/v1/namespaces/default/{plural}"
+            ))
+            .await,
+            Ok(Ok(_))
+        )
+    };
+    create(make("alphas")).await?;
+    wait_for("alphas to be served", Duration::from_secs(2), || {
+        served("alphas")
+    })
+    .await?;
+    create(make("betas")).await?;
+    let path = format!("{crds}/betas.conflict.example.org");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let got = loop {
+        let v = s.get(&path).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if v["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            break v;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "betas' names were not looked at: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let conds = &got["status"]["conditions"];
+    assert_eq!(conds[0]["type"], "NamesAccepted", "{got}");
+    assert_eq!(conds[0]["status"], "False");
+    assert_eq!(conds[0]["reason"], "ListKindConflict");
+    assert_eq!(conds[0]["message"], "\"AlphaList\" is already in use");
+    assert_eq!(conds[1]["type"], "Established");
+    assert_eq!(conds[1]["status"], "False");
+    assert_eq!(conds[1]["reason"], "NotAccepted");
+    assert_eq!(got["status"]["acceptedNames"]["plural"], "betas");
+    assert_eq!(got["status"]["acceptedNames"]["kind"], "");
+    assert!(!served("betas").await);
+    // The holder goes: betas get their names and are served.
+    s.call(
+        "DELETE",
+        &format!("{crds}/alphas.conflict.example.org"),
+        "application/json",
+        None,
+        None,
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    wait_for("betas to be served", Duration::from_secs(5), || {
+        served("betas")
+    })
+    .await?;
+    let got = s.get(&path).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(got["status"]["conditions"][0]["status"], "True", "{got}");
+    assert_eq!(got["status"]["acceptedNames"]["kind"], "Alpha");
+    s.call("DELETE", &path, "application/json", None, None)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    wait_for("betas to go", Duration::from_secs(5), || async {
+        !served("betas").await
+    })
+    .await?;
+    Ok(())
 }
 
 async fn crd_status_and_discovery(s: &TestServer, crd: &Value) -> Result<()> {
@@ -648,6 +741,7 @@ async fn custom_resources_embedded() -> Result<()> {
     schema_validation(&s).await?;
     subresources_tables_and_versions(&s).await?;
     openapi_documents(&s).await?;
+    name_conflicts(&s).await?;
     crd_delete_removes_objects(&s).await?;
     s.stop().await
 }

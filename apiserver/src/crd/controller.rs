@@ -108,6 +108,10 @@ impl Controller {
             }
             desired.insert(key, v);
         }
+        self.name(&store, &mut desired).await;
+        desired.retain(|_, crd| {
+            super::naming::servable(crd) || !object::meta_str(crd, "deletionTimestamp").is_empty()
+        });
         let gone: Vec<(String, String)> = self
             .installed
             .keys()
@@ -118,12 +122,79 @@ impl Controller {
             self.uninstall(&key);
         }
         for (key, crd) in desired {
-            let spec = crd.get("spec").map(Value::to_string).unwrap_or_default();
+            let spec = format!(
+                "{}{}",
+                crd.get("spec").map(Value::to_string).unwrap_or_default(),
+                crd.pointer("/status/acceptedNames")
+                    .map(Value::to_string)
+                    .unwrap_or_default()
+            );
             if self.installed.get(&key).is_some_and(|i| i.spec == spec) {
                 continue;
             }
             if let Err(e) = self.install(&key, &crd, spec).await {
                 tracing::warn!(crd = %object::meta_str(&crd, "name"), error = %e, "cannot serve custom resource");
+            }
+        }
+    }
+
+    /// Gives each CRD its names and conditions (upstream's naming controller), oldest
+    /// first so that the first to claim a name keeps it, and writes the status that changed.
+    async fn name(&self, crds: &Store, desired: &mut HashMap<(String, String), Value>) {
+        let mut used: HashMap<String, super::naming::Used> = HashMap::new();
+        for ((group, _), crd) in desired.iter() {
+            if let Some(a) = crd.pointer("/status/acceptedNames") {
+                used.entry(group.clone()).or_default().add(a);
+            }
+        }
+        let mut order: Vec<(String, String)> = desired.keys().cloned().collect();
+        order.sort_by_key(|k| {
+            let c = &desired[k];
+            (
+                object::meta_str(c, "creationTimestamp").to_string(),
+                object::meta_str(c, "name").to_string(),
+            )
+        });
+        for key in order {
+            let Some(crd) = desired.get_mut(&key) else {
+                continue;
+            };
+            if !object::meta_str(crd, "deletionTimestamp").is_empty() {
+                continue;
+            }
+            let u = used.entry(key.0.clone()).or_default();
+            let (names, conditions) = super::naming::status_for(crd, u);
+            u.add(&names);
+            if crd.pointer("/status/acceptedNames") == Some(&names)
+                && crd.pointer("/status/conditions") == Some(&conditions)
+            {
+                continue;
+            }
+            let name = object::meta_str(crd, "name").to_string();
+            let r = crds
+                .guaranteed_update(
+                    "",
+                    &name,
+                    Some(crate::registry::Subresource::Status),
+                    &WriteOptions::default(),
+                    |old| {
+                        let mut new = old.clone();
+                        if let Some(st) = new.get_mut("status").and_then(Value::as_object_mut) {
+                            st.insert("acceptedNames".into(), names.clone());
+                            st.insert("conditions".into(), conditions.clone());
+                        }
+                        Ok(new)
+                    },
+                )
+                .await;
+            match r {
+                Ok(b) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&b) {
+                        *crd = v;
+                    }
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(crd = %name, error = %e, "writing the CRD's names"),
             }
         }
     }

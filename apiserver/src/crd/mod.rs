@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod custom;
+pub mod naming;
 pub mod schema;
 pub mod strategy;
 pub mod validation;
@@ -77,18 +78,24 @@ pub fn served(obj: &Value) -> Result<Served, String> {
     let crd: CustomResourceDefinition =
         crate::validation::decode_typed(obj).map_err(|e| format!("undecodable CRD: {e}"))?;
     let spec = &crd.spec;
+    // The names the naming controller accepted (the spec's until it has looked).
+    let names = crd
+        .status
+        .as_ref()
+        .and_then(|s| s.accepted_names.as_ref())
+        .filter(|n| !n.plural.is_empty() && !n.kind.is_empty())
+        .unwrap_or(&spec.names);
     let group = intern(&spec.group);
-    let plural = intern(&spec.names.plural);
-    let kind = intern(&spec.names.kind);
+    let plural = intern(&names.plural);
+    let kind = intern(&names.kind);
     let singular = intern(
-        &spec
-            .names
+        &names
             .singular
             .clone()
-            .unwrap_or_else(|| spec.names.kind.to_lowercase()),
+            .unwrap_or_else(|| names.kind.to_lowercase()),
     );
-    let short_names = intern_list(spec.names.short_names.as_deref().unwrap_or_default());
-    let categories = intern_list(spec.names.categories.as_deref().unwrap_or_default());
+    let short_names = intern_list(names.short_names.as_deref().unwrap_or_default());
+    let categories = intern_list(names.categories.as_deref().unwrap_or_default());
     let namespaced = spec.scope == "Namespaced";
     let storage = spec
         .versions

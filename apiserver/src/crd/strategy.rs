@@ -12,29 +12,10 @@ use crate::validation::FieldErrors;
 /// Strategy of `customresourcedefinitions`.
 pub struct CrdStrategy;
 
-fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// One condition, keeping the transition time of an unchanged old one.
-fn condition(old: &[Value], type_: &str, reason: &str, message: &str) -> Value {
-    let kept = old
-        .iter()
-        .find(|c| c["type"] == type_ && c["status"] == "True")
-        .and_then(|c| c.get("lastTransitionTime").cloned());
-    json!({
-        "type": type_,
-        "status": "True",
-        "lastTransitionTime": kept.unwrap_or_else(|| Value::String(now())),
-        "reason": reason,
-        "message": message,
-    })
-}
-
-/// Recomputes the status from the spec (names are accepted at once: conflicts between CRDs
-/// are not detected) and the old status (`storedVersions` only grows).
+/// The status a write keeps: `storedVersions` grows with the storage version; the accepted
+/// names and the conditions are the naming controller's (`controller::names`), kept from
+/// the old object (a new CRD starts with none, as upstream's).
 fn set_status(obj: &mut Value, old: Option<&Value>) {
-    let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
     let storage = obj
         .pointer("/spec/versions")
         .and_then(Value::as_array)
@@ -52,25 +33,14 @@ fn set_status(obj: &mut Value, old: Option<&Value>) {
             stored.push(json!(s));
         }
     }
-    let old_conditions: Vec<Value> = old_status
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
+    let names = old_status
+        .and_then(|s| s.get("acceptedNames"))
         .cloned()
-        .unwrap_or_default();
-    let conditions = vec![
-        condition(
-            &old_conditions,
-            "NamesAccepted",
-            "NoConflicts",
-            "no conflicts found",
-        ),
-        condition(
-            &old_conditions,
-            "Established",
-            "InitialNamesAccepted",
-            "the initial names have been accepted",
-        ),
-    ];
+        .unwrap_or_else(|| json!({"plural": "", "kind": ""}));
+    let conditions = old_status
+        .and_then(|s| s.get("conditions"))
+        .cloned()
+        .unwrap_or_else(|| json!([]));
     if let Some(m) = obj.as_object_mut() {
         m.insert(
             "status".into(),
@@ -169,16 +139,17 @@ mod tests {
         assert_eq!(c["spec"]["conversion"]["strategy"], "None");
         assert_eq!(c["metadata"]["finalizers"], json!([CLEANUP_FINALIZER]));
         assert_eq!(c["status"]["storedVersions"], json!(["v1"]));
-        assert_eq!(c["status"]["acceptedNames"]["kind"], "Widget");
-        assert_eq!(c["status"]["conditions"][1]["type"], "Established");
-        let old = c.clone();
+        assert_eq!(
+            c["status"]["acceptedNames"],
+            json!({"plural": "", "kind": ""})
+        );
+        assert_eq!(c["status"]["conditions"], json!([]));
+        let mut old = c.clone();
+        old["status"]["conditions"] = json!([{"type": "Established", "status": "True"}]);
         c["spec"]["versions"] = json!([{"name": "v1", "served": true, "storage": false},
                                        {"name": "v2", "served": true, "storage": true}]);
         CrdStrategy.prepare_for_update(&mut c, &old);
         assert_eq!(c["status"]["storedVersions"], json!(["v1", "v2"]));
-        assert_eq!(
-            c["status"]["conditions"][1]["lastTransitionTime"],
-            old["status"]["conditions"][1]["lastTransitionTime"]
-        );
+        assert_eq!(c["status"]["conditions"], old["status"]["conditions"]);
     }
 }
