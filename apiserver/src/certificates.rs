@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::rbac::Attributes;
 use crate::auth::{Security, User};
+use crate::object::now_rfc3339 as now;
 use crate::pki::Pki;
 use crate::registry::store::WriteOptions;
 use crate::registry::stores::Registry;
@@ -344,10 +345,6 @@ fn decide(security: &Security, csr: &Value) -> Option<Action> {
         }
         _ => None,
     }
-}
-
-fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Approves and signs CSRs (every 200 ms when the CSR cache changed) until `shutdown`.

@@ -159,6 +159,23 @@ impl serde::Serialize for Skipping<'_> {
     }
 }
 
+/// Now as an RFC 3339 timestamp with seconds (`2026-12-01T21:44:04Z`), as metav1.Time.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The strings of a JSON array (other items skipped); empty when it is not an array.
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Parses a revision string (`resourceVersion`), as upstream wording requires.
 pub fn parse_resource_version(s: &str) -> Result<i64, String> {
     s.parse::<i64>()

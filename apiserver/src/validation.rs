@@ -73,7 +73,7 @@ impl FieldError {
         FieldError {
             kind: FieldErrorType::Invalid,
             field: field.into(),
-            value: Some(format!("{value:?}")),
+            value: Some(go_quote(value)),
             detail: detail.into(),
         }
     }
@@ -170,6 +170,34 @@ pub type FieldErrors = Vec<FieldError>;
 // upstream messages (empty = valid), to be wrapped in a `FieldError::invalid`.
 
 /// Upstream `RegexError`: `msg (e.g. 'a',  or 'b', regex used for validation is 'fmt')`.
+/// A string quoted as Go's `%q` (strconv.Quote) does, as upstream's messages show values.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() || (c.is_whitespace() && c != ' ') => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 pub fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
     if examples.is_empty() {
         return format!("{msg} (regex used for validation is '{fmt}')");
@@ -872,6 +900,15 @@ pub fn go_label_selector(sel: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn values_are_quoted_like_go() {
+        assert_eq!(
+            go_quote("a\u{7}b\"c\\\n\u{1b}\u{a0}é"),
+            "\"a\\ab\\\"c\\\\\\n\\x1b\\u00a0é\""
+        );
+        assert_eq!(go_quote("plain"), "\"plain\"");
+    }
+
     use super::*;
     use serde_json::json;
 

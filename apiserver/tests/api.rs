@@ -785,12 +785,75 @@ async fn server_side_apply(s: &TestServer) -> Result<()> {
             "metadata.managedFields must be nil",
         ),
     ];
+    let long = "m".repeat(129);
+    let cases = cases.into_iter().chain([
+        (
+            raw(
+                "?fieldManager=x",
+                "application/apply-patch+yaml",
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "ssa"}}),
+            )?,
+            400,
+            "Incorrect kind specified in apply patch. Specified patch kind: StatefulSet, expected: Deployment",
+        ),
+        (
+            raw(
+                "?fieldManager=x",
+                "application/apply-patch+yaml",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other"}}),
+            )?,
+            400,
+            "the name of the object (other) does not match the name on the URL (ssa)",
+        ),
+        (
+            raw(
+                &format!("?fieldManager={long}"),
+                "application/merge-patch+json",
+                json!({}),
+            )?,
+            422,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long: may not be more than 128 bytes",
+        ),
+        (
+            raw("?fieldManager=a%07b", "application/merge-patch+json", json!({}))?,
+            422,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Invalid value: \"a\\ab\": invalid character U+0007 (at position 1)",
+        ),
+    ]);
     for (req, code, message) in cases {
         let (c, _, m) = api_err(s.client.request_text(req).await.err().context(message)?);
         assert_eq!((c, m.as_str()), (code, message));
     }
     let unchanged = api.get("ssa").await?;
     assert_eq!(unchanged.resource_version(), edited.resource_version());
+
+    // Apply to /status: only the status changes, and the entry names the subresource.
+    let status = api
+        .patch_status(
+            "ssa",
+            &PatchParams::apply("status-writer"),
+            &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                                 "metadata": {"name": "ssa"},
+                                 "spec": {"replicas": 9},
+                                 "status": {"observedGeneration": 7}})),
+        )
+        .await?;
+    assert_eq!(
+        status.status.as_ref().and_then(|s| s.observed_generation),
+        Some(7)
+    );
+    assert_eq!(status.spec.as_ref().and_then(|s| s.replicas), Some(5));
+    let entry = status
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some("status-writer"))
+        .context("the status applier's entry")?;
+    assert_eq!(
+        (entry.operation.as_deref(), entry.subresource.as_deref()),
+        (Some("Apply"), Some("status"))
+    );
     api.delete("ssa", &DeleteParams::default()).await?;
     cms.delete("ssa-ua", &DeleteParams::default()).await?;
     Ok(())

@@ -255,6 +255,56 @@ async fn name_conflicts(s: &TestServer) -> Result<()> {
     let got = s.get(&path).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     assert_eq!(got["status"]["conditions"][0]["status"], "True", "{got}");
     assert_eq!(got["status"]["acceptedNames"]["kind"], "Alpha");
+    // An established CRD asking for a taken short name (its own plural) keeps being served
+    // under the names it has: discovery does not show the new short name.
+    s.call(
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        None,
+        Some(json!({"spec": {"names": {"shortNames": ["betas"]}}})),
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let got = loop {
+        let v = s.get(&path).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if v["status"]["conditions"][0]["status"] == "False" {
+            break v;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the short name conflict was not noticed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        got["status"]["conditions"][0]["reason"],
+        "ShortNamesConflict"
+    );
+    assert_eq!(
+        got["status"]["conditions"][0]["message"],
+        "\"betas\" is already in use"
+    );
+    assert_eq!(got["status"]["conditions"][1]["status"], "True", "{got}");
+    assert!(
+        got["status"]["acceptedNames"].get("shortNames").is_none(),
+        "{got}"
+    );
+    assert!(served("betas").await);
+    let disco = s
+        .get("/apis/conflict.example.org/v1")
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let betas = disco["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "betas"))
+        .cloned()
+        .context("betas in discovery")?;
+    assert!(
+        betas.get("shortNames").is_none_or(|n| n == &json!([])),
+        "{betas}"
+    );
     s.call("DELETE", &path, "application/json", None, None)
         .await?
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -14,22 +14,12 @@ use serde_json::{json, Map, Value};
 use super::{cached, store_of, Attributes, Operation};
 use crate::error::{Error, Result};
 use crate::handlers::ApiState;
+use crate::object::strings as strs;
 use crate::selector::LabelSelector;
 
 const GROUP: &str = "admissionregistration.k8s.io";
 /// Largest webhook response read.
 const MAX_RESPONSE: usize = 3 * 1024 * 1024;
-
-fn strs(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn any_or(list: &[String], want: &str) -> bool {
     list.iter().any(|x| x == "*" || x == want)

@@ -14,6 +14,7 @@ use super::rbac::Attributes;
 use super::{Filtered, User};
 use crate::error::{Error, Result};
 use crate::handlers::{self, ApiState};
+use crate::object::strings;
 use crate::request_info::RequestInfo;
 
 const AUTHN: &str = "authentication.k8s.io";
@@ -48,17 +49,6 @@ fn created(v: Value) -> Response<handlers::Body> {
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {

@@ -6,6 +6,8 @@
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
+use crate::object::{now_rfc3339 as now, strings};
+
 /// The names the CRDs of one group have accepted.
 #[derive(Default)]
 pub struct Used {
@@ -33,27 +35,12 @@ impl Used {
     }
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Upstream's `equalToAcceptedOrFresh`.
 fn fresh(requested: &str, accepted: &str, used: &HashSet<String>) -> Result<(), String> {
     if requested == accepted || !used.contains(requested) {
         return Ok(());
     }
     Err(format!("{requested:?} is already in use"))
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The condition, with the old one's transition time when its status did not change.
@@ -74,13 +61,23 @@ fn condition(old: &[Value], type_: &str, status: &str, reason: &str, message: &s
 /// The accepted names and conditions `crd` should have, given the names its group's CRDs
 /// (itself included) have accepted.
 pub fn status_for(crd: &Value, used: &Used) -> (Value, Value) {
-    let req = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let req = crd
+        .pointer("/spec/names")
+        .filter(|n| n.is_object())
+        .cloned()
+        .unwrap_or(json!({}));
     let acc = crd
         .pointer("/status/acceptedNames")
+        .filter(|a| a.is_object())
         .cloned()
         .unwrap_or(json!({}));
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let mut names = acc.clone();
+    // Accepted names that are not an object (a bad /status write) count as none.
+    let mut names = if acc.is_object() {
+        acc.clone()
+    } else {
+        json!({})
+    };
     let mut failure: Option<(&str, String)> = None;
     let mut check = |field: &str, reason: &'static str, space: &HashSet<String>| match fresh(
         &s(&req, field),

@@ -130,17 +130,7 @@ impl Schema {
             )),
             None => None,
         };
-        let strs = |k: &str| -> Vec<String> {
-            m.get(k)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let strs = |k: &str| crate::object::strings(m.get(k));
         Ok(Schema {
             type_: m
                 .get("type")

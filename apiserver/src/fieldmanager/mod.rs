@@ -11,6 +11,7 @@ pub mod set;
 pub mod typed;
 
 use crate::error::{Error, Result};
+use crate::object::now_rfc3339 as now;
 use serde_json::{json, Map, Value};
 use set::{path_string, Set};
 pub use typed::Node;
@@ -100,10 +101,6 @@ impl Write<'_> {
             }
         }
     }
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The entries of `metadata.managedFields`. Entries that are not FieldsV1 are an error.
@@ -393,7 +390,12 @@ fn plan(w: &Write<'_>, live: &Value, config: &Value) -> Plan {
         }
     }
     let cmp = typed::compare(&live, &merged, w.node);
-    let changed = cmp.modified.union(&cmp.added);
+    // What the write may not change (the other half of the status split, system metadata)
+    // neither conflicts nor is taken from anyone: the store drops it (upstream's IgnoreFilter).
+    let mut changed = cmp.modified.union(&cmp.added);
+    w.filter_in_place(&mut changed);
+    let mut removed = cmp.removed;
+    w.filter_in_place(&mut removed);
     Plan {
         entries,
         mine,
@@ -401,7 +403,7 @@ fn plan(w: &Write<'_>, live: &Value, config: &Value) -> Plan {
         live,
         new_set,
         changed,
-        removed: cmp.removed,
+        removed,
     }
 }
 

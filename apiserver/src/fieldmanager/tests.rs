@@ -177,3 +177,25 @@ fn kubectl_takes_over_from_client_side_apply() {
     cfg2["spec"]["paused"] = json!(false);
     assert!(apply(&w("kubectl"), Some(&scaled), &cfg2, false).is_err());
 }
+
+#[test]
+fn at_most_ten_update_entries_the_oldest_merged_into_ancient_changes() {
+    let mut obj = deploy(1, "x");
+    track_update(&w("m00"), None, &mut obj);
+    for i in 1..=12 {
+        let old = obj.clone();
+        obj["metadata"]["labels"][format!("l{i}")] = json!("v");
+        // Distinct times order the entries; same-second entries order by name.
+        track_update(&w(&format!("m{i:02}")), Some(&old), &mut obj);
+    }
+    let m = decode(obj.pointer("/metadata/managedFields")).unwrap();
+    let updates: Vec<&Entry> = m.iter().filter(|e| e.operation == "Update").collect();
+    assert_eq!(updates.len(), 10, "{m:?}");
+    let ancient = m.iter().find(|e| e.manager == "ancient-changes").unwrap();
+    // m00's fields (the whole object) went into ancient-changes, with no field lost.
+    assert!(ancient.set.has(&[
+        PathElement::Field("spec".into()),
+        PathElement::Field("replicas".into())
+    ]));
+    assert!(m.iter().any(|e| e.manager == "m12"));
+}

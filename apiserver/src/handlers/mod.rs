@@ -503,12 +503,15 @@ fn check_manager_options(q: &Query, options_kind: &str, apply: bool) -> Result<(
     if manager.len() > 128 {
         errs.push(FieldError::too_long("fieldManager", 128));
     }
-    if manager.chars().any(|c| c.is_control()) {
-        errs.push(FieldError::invalid(
-            "fieldManager",
-            manager,
-            "must only contain printable characters",
-        ));
+    // Upstream's unicode.IsPrint: no control characters, no spacing but the ASCII space.
+    for (i, c) in manager.char_indices() {
+        if c.is_control() || (c.is_whitespace() && c != ' ') {
+            errs.push(FieldError::invalid(
+                "fieldManager",
+                manager,
+                format!("invalid character U+{:04X} (at position {i})", c as u32),
+            ));
+        }
     }
     if errs.is_empty() {
         return Ok(());

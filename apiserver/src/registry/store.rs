@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 use crate::object;
+use crate::object::now_rfc3339;
 use crate::registry::allocator::{Held, ServiceAllocator};
 use crate::registry::{ResourceInfo, Subresource};
 use crate::storage::{self, Backend, KeyValue, ListOptions};
@@ -101,10 +102,6 @@ fn with_status(old: &Value, status: Option<Value>, new: &Value) -> Value {
         object::meta_mut(&mut merged).insert("managedFields".into(), mf.clone());
     }
     merged
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn random_suffix() -> String {
