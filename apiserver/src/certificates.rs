@@ -296,6 +296,30 @@ fn requestor(csr: &Value) -> User {
 }
 
 /// What to do with one CSR.
+/// `spec.expirationSeconds`, which upstream's signer honours up to its
+/// `--cluster-signing-duration` (1 year here); validation keeps it at 600 or more.
+fn requested_lifetime(csr: &Value) -> Option<Duration> {
+    csr.pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .filter(|s| *s >= MIN_EXPIRATION_SECONDS)
+        .map(|s| Duration::from_secs(s as u64))
+}
+
+/// Upstream's lower bound for `spec.expirationSeconds`.
+pub const MIN_EXPIRATION_SECONDS: i64 = 600;
+
+/// Upstream's `ValidateCertificateSigningRequestCreate` checks of `spec.expirationSeconds`.
+pub fn validate_expiration(obj: &Value) -> Vec<FieldError> {
+    match obj.pointer("/spec/expirationSeconds").and_then(Value::as_i64) {
+        Some(s) if s < MIN_EXPIRATION_SECONDS => vec![FieldError::invalid_raw(
+            "spec.expirationSeconds",
+            s,
+            "may not specify a duration less than 600 seconds (10 minutes)",
+        )],
+        _ => Vec::new(),
+    }
+}
+
 enum Action {
     Approve,
     Sign(String),
@@ -387,7 +411,7 @@ pub fn spawn_controller(
                         "message": "Auto approving kubelet client certificate after SubjectAccessReview.",
                         "lastUpdateTime": now(), "lastTransitionTime": now(),
                     }]}),
-                    Action::Sign(pem) => match pki.sign_client_csr(&pem) {
+                    Action::Sign(pem) => match pki.sign_client_csr(&pem, requested_lifetime(&csr)) {
                         Ok(cert) => json!({"certificate":
                             base64::engine::general_purpose::STANDARD.encode(cert)}),
                         Err(e) => {

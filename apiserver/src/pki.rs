@@ -94,6 +94,17 @@ impl std::fmt::Debug for Pki {
 pub struct UserInfo {
     pub name: String,
     pub groups: Vec<String>,
+    /// The certificate's validity (unix seconds): upstream's x509 authenticator verifies it on
+    /// every request, so a connection opened before a certificate expired cannot keep using it.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl UserInfo {
+    /// Whether the certificate is valid at `now` (unix seconds).
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
 }
 
 /// Loads the certificates under `<dir>/tls/`, creating what is missing.
@@ -224,9 +235,31 @@ impl Pki {
         ca.issue_client(name, groups)
     }
 
+    /// Issues a client certificate valid from `not_before` to `not_after` (unix seconds), for
+    /// tests of expiry and rotation; returns (cert, key) PEM.
+    pub fn issue_client_cert_between(
+        &self,
+        name: &str,
+        groups: &[&str],
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<(String, String)> {
+        let ca = Ca::parse(&self.ca_cert_pem, &self.ca_key_pem, Path::new("cluster CA"))?;
+        let params = client_params(name, groups)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = leaf_params(params);
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let secs = |t: i64| Duration::from_secs(t.max(0) as u64);
+        params.not_before = epoch + secs(not_before);
+        params.not_after = epoch + secs(not_after);
+        let cert = params.signed_by(&key, &ca.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// Signs a PEM `CERTIFICATE REQUEST` as a client certificate (subject and key from the
-    /// request, client-auth usage, 1 year); returns the certificate PEM.
-    pub fn sign_client_csr(&self, csr_pem: &str) -> Result<String> {
+    /// request, client-auth usage) valid for `lifetime`, at most 1 year (upstream's default
+    /// `--cluster-signing-duration`); returns the certificate PEM.
+    pub fn sign_client_csr(&self, csr_pem: &str, lifetime: Option<Duration>) -> Result<String> {
         let ca = Ca::parse(&self.ca_cert_pem, &self.ca_key_pem, Path::new("cluster CA"))?;
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
         let p = &mut csr.params;
@@ -236,7 +269,8 @@ impl Pki {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         p.custom_extensions.clear();
         p.use_authority_key_identifier_extension = true;
-        set_validity(p, unix_now(), LEAF_LIFETIME);
+        let lifetime = lifetime.map_or(LEAF_LIFETIME, |l| l.min(LEAF_LIFETIME));
+        set_validity(p, unix_now(), lifetime);
         Ok(csr.signed_by(&ca.issuer)?.pem())
     }
 
@@ -364,7 +398,19 @@ pub fn user_from_client_cert(der: &[u8]) -> Option<UserInfo> {
     if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
         groups.push(AUTHENTICATED_GROUP.to_string());
     }
-    Some(UserInfo { name, groups })
+    let validity = cert.validity();
+    Some(UserInfo {
+        name,
+        groups,
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
+}
+
+/// [`user_from_client_cert`] of the first certificate in a PEM text.
+pub fn user_from_client_cert_pem(pem: &str) -> Option<UserInfo> {
+    let der = pem_cert(pem, "certificate").ok()?;
+    user_from_client_cert(der.as_ref())
 }
 
 /// SANs of the serving certificate, in a stable order without duplicates.
@@ -603,34 +649,45 @@ impl Ca {
     }
 
     fn issue_client(&self, name: &str, groups: &[&str]) -> Result<(String, String)> {
-        if groups.len() > 1 {
-            // rcgen keeps one value per attribute type, so a second O would replace the first.
-            return Err(Error::Invalid {
-                path: PathBuf::from(name),
-                reason: "a client certificate can carry at most one group".into(),
-            });
-        }
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        for group in groups {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, *group);
-        }
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params)
+        self.sign(client_params(name, groups)?)
     }
 
-    fn sign(&self, mut params: CertificateParams) -> Result<(String, String)> {
+    fn sign(&self, params: CertificateParams) -> Result<(String, String)> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
+        let mut params = leaf_params(params);
         set_validity(&mut params, unix_now(), LEAF_LIFETIME);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+}
+
+/// The subject and usage of a client certificate for `name` in `groups`.
+fn client_params(name: &str, groups: &[&str]) -> Result<CertificateParams> {
+    if groups.len() > 1 {
+        // rcgen keeps one value per attribute type, so a second O would replace the first.
+        return Err(Error::Invalid {
+            path: PathBuf::from(name),
+            reason: "a client certificate can carry at most one group".into(),
+        });
+    }
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for group in groups {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, *group);
+    }
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
+/// What every leaf the CA signs has: not a CA, digital signature, the CA's key id.
+fn leaf_params(mut params: CertificateParams) -> CertificateParams {
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params
 }
 
 /// Reads a leaf certificate and key and checks they are still good: issued by `ca`, key
@@ -945,13 +1002,19 @@ mod tests {
         assert!(pki.issue_client_cert("alice", &["dev", "ops"]).is_err());
         let (cert, _key) = pki.issue_client_cert("alice", &["dev"]).unwrap();
         let user = user_from_client_cert(&pem_cert(&cert, "c").unwrap()).unwrap();
-        assert_eq!(
-            user,
-            UserInfo {
-                name: "alice".into(),
-                groups: vec!["dev".into(), AUTHENTICATED_GROUP.into()],
-            }
-        );
+        assert_eq!(user.name, "alice");
+        assert_eq!(user.groups, ["dev", AUTHENTICATED_GROUP]);
+        let now = unix_now() as i64;
+        assert!(user.valid_at(now));
+        assert!(user.not_after > now + 364 * 24 * 3600, "{user:?}");
+        assert!(!user.valid_at(user.not_after + 1));
+
+        let (cert, _key) = pki
+            .issue_client_cert_between("bob", &[], now - 100, now - 10)
+            .unwrap();
+        let user = user_from_client_cert(&pem_cert(&cert, "c").unwrap()).unwrap();
+        assert_eq!((user.not_before, user.not_after), (now - 100, now - 10));
+        assert!(!user.valid_at(now));
         assert!(user_from_client_cert(b"not a certificate").is_none());
     }
 

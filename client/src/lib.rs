@@ -2,6 +2,7 @@
 //! over HTTP with kube-rs, exactly like upstream components do.
 
 pub mod leader;
+pub mod reloading;
 
 use std::path::{Path, PathBuf};
 

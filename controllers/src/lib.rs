@@ -31,6 +31,7 @@ pub mod resourcequota;
 pub mod root_ca;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tokencleaner;
 
 use common::{Clock, Informers, SystemClock};
 
@@ -134,6 +135,14 @@ pub const CONTROLLERS: &[Descriptor] = &[
         alias: "root-ca-cert-publisher",
         disabled_by_default: false,
         start: |ctx| Box::pin(root_ca::run(ctx)),
+    },
+    Descriptor {
+        // Off by default upstream; on here, as k3s runs it, so expired join tokens go away.
+        name: "token-cleaner-controller",
+        account: "token-cleaner",
+        alias: "tokencleaner",
+        disabled_by_default: false,
+        start: |ctx| Box::pin(tokencleaner::run(ctx)),
     },
     Descriptor {
         name: "node-lifecycle-controller",

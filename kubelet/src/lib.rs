@@ -179,6 +179,16 @@ impl Config {
 /// the next kubelet adopts them.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = cfg.client.connect().await?;
+    run_with_client(client, cfg, shutdown).await
+}
+
+/// [`run`] with a client made by the caller (the agent's, whose credentials it rotates);
+/// `cfg.client` still names the kubeconfig, which holds the cluster CA.
+pub async fn run_with_client(
+    client: kube::Client,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     match cfg.runtime {
         Runtime::Docker => run_docker(client, cfg, shutdown).await,
         Runtime::Simulated => simulated::run(client, cfg, shutdown).await,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 mod agent;
+mod token;
 
 /// A Kubernetes-compatible API server and node agent in one binary.
 #[derive(Parser)]
@@ -32,6 +33,8 @@ enum Command {
     Server(ServerArgs),
     /// Join this machine to a cluster with the server's join token and run its kubelet
     Agent(Box<agent::AgentArgs>),
+    /// Manage join tokens for `minik8s agent`: create (with a time to live), list, delete
+    Token(token::TokenArgs),
     /// Run only the scheduler against an API server (--kubeconfig)
     Scheduler(scheduler::Config),
     /// Run only the controller-manager against an API server (--kubeconfig)
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         }
         Command::Server(args) => block_on(server(args)),
         Command::Agent(args) => block_on(component("agent", agent::run, *args)),
+        Command::Token(args) => block_on(token::run(args)),
         Command::Scheduler(cfg) => block_on(component("scheduler", scheduler::run, cfg)),
         Command::ControllerManager(cfg) => {
             block_on(component("controller-manager", controllers::run, cfg))

@@ -113,9 +113,15 @@ fn random_lower_alnum(n: usize) -> String {
         .collect()
 }
 
-/// The Secret of a bootstrap token for joining nodes (authentication only, no expiry).
-pub fn join_secret(id: &str, secret: &str) -> Value {
-    json!({
+/// A new random token `(id, secret)`.
+pub fn generate() -> (String, String) {
+    (random_lower_alnum(6), random_lower_alnum(16))
+}
+
+/// The Secret of a bootstrap token for joining nodes: authentication and signing usages,
+/// the join group (whose CSRs are approved), and an `expiration` (RFC 3339) when given.
+pub fn token_secret(id: &str, secret: &str, description: &str, expiration: Option<&str>) -> Value {
+    let mut s = json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": NAMESPACE},
@@ -123,11 +129,26 @@ pub fn join_secret(id: &str, secret: &str) -> Value {
         "stringData": {
             "token-id": id,
             "token-secret": secret,
-            "description": "minik8s join token (minik8s agent --token)",
+            "description": description,
             "usage-bootstrap-authentication": "true",
+            "usage-bootstrap-signing": "true",
             "auth-extra-groups": JOIN_GROUP,
         },
-    })
+    });
+    if let Some(exp) = expiration {
+        s["stringData"]["expiration"] = json!(exp);
+    }
+    s
+}
+
+/// The Secret of the server's own join token (no expiry, as k3s's server token).
+pub fn join_secret(id: &str, secret: &str) -> Value {
+    token_secret(
+        id,
+        secret,
+        "minik8s join token (minik8s agent --token)",
+        None,
+    )
 }
 
 /// Makes sure the join token exists: reads `<data-dir>/node-token` (creating a random
@@ -150,7 +171,7 @@ pub async fn ensure_join_token(
         .and_then(|(_, t)| parse(t).map(|(i, s)| (i.to_string(), s.to_string())))
     {
         Some(t) => t,
-        None => (random_lower_alnum(6), random_lower_alnum(16)),
+        None => generate(),
     };
     let full = format!("{FULL_TOKEN_PREFIX}{hex}::{}.{}", token.0, token.1);
     if existing.as_deref().map(str::trim) != Some(full.as_str()) {

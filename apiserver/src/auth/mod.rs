@@ -281,6 +281,10 @@ impl Security {
     /// (401 when invalid), else anonymous (when enabled).
     pub async fn authenticate(&self, headers: &HeaderMap, cert: Option<&UserInfo>) -> Result<User> {
         if let Some(u) = cert {
+            if !u.valid_at(chrono::Utc::now().timestamp()) {
+                tracing::debug!(user = %u.name, "client certificate has expired or is not yet valid");
+                return Err(Error::Unauthorized);
+            }
             return Ok(u.into());
         }
         let bearer = headers

@@ -37,7 +37,7 @@ fn bootstrap_meta(name: &str, labels: Map<String, Value>) -> Value {
     })
 }
 
-/// The bootstrap ClusterRoles and ClusterRoleBindings as objects.
+/// The bootstrap ClusterRoles (and the few namespaced Roles) and their bindings as objects.
 pub fn objects() -> (Vec<Value>, Vec<Value>) {
     let mut roles: Vec<Value> = Vec::new();
     let mut bindings = Vec::new();
@@ -48,6 +48,18 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
         }
         let words: Vec<&str> = trimmed.split_whitespace().collect();
         match words.as_slice() {
+            ["role", ns_name, ..] => {
+                // A namespaced Role (`<namespace>/<name>`), as upstream's NamespaceRoles.
+                let (ns, name) = ns_name.split_once('/').unwrap_or(("default", ns_name));
+                let mut meta = bootstrap_meta(name, Map::new());
+                meta["namespace"] = json!(ns);
+                roles.push(json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": meta,
+                    "rules": [],
+                }));
+            }
             ["clusterrole", name, rest @ ..] => {
                 let mut labels = Map::new();
                 let mut selectors = Vec::new();
@@ -82,7 +94,9 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
                 };
                 push_rule(&mut roles, rule);
             }
-            [verbs, groups, resources, names @ ..] if !line.starts_with("binding") => {
+            [verbs, groups, resources, names @ ..]
+                if !line.starts_with("binding") && !line.starts_with("rolebinding") =>
+            {
                 let rule = PolicyRule {
                     verbs: list(verbs),
                     api_groups: list(groups),
@@ -92,7 +106,7 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
                 };
                 push_rule(&mut roles, rule);
             }
-            ["binding", name, role, subjects @ ..] => {
+            [kw @ ("binding" | "rolebinding"), name, role, subjects @ ..] => {
                 let subjects: Vec<Value> = subjects
                     .iter()
                     .filter_map(|s| s.split_once(':'))
@@ -104,11 +118,19 @@ pub fn objects() -> (Vec<Value>, Vec<Value>) {
                         _ => json!({"kind": kind, "apiGroup": GROUP, "name": n}),
                     })
                     .collect();
+                let (kind, role_kind, ns, name) = match name.split_once('/') {
+                    Some((ns, n)) if *kw == "rolebinding" => ("RoleBinding", "Role", Some(ns), n),
+                    _ => ("ClusterRoleBinding", "ClusterRole", None, *name),
+                };
+                let mut meta = bootstrap_meta(name, Map::new());
+                if let Some(ns) = ns {
+                    meta["namespace"] = json!(ns);
+                }
                 bindings.push(json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRoleBinding",
-                    "metadata": bootstrap_meta(name, Map::new()),
-                    "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+                    "kind": kind,
+                    "metadata": meta,
+                    "roleRef": {"apiGroup": GROUP, "kind": role_kind, "name": role},
                     "subjects": subjects,
                 }));
             }
@@ -123,7 +145,7 @@ pub fn role_rules(name: &str) -> Vec<PolicyRule> {
     objects()
         .0
         .into_iter()
-        .find(|r| crate::object::meta_str(r, "name") == name)
+        .find(|r| r["kind"] == "ClusterRole" && crate::object::meta_str(r, "name") == name)
         .and_then(|r| r.get("rules").cloned())
         .and_then(|r| serde_json::from_value(r).ok())
         .unwrap_or_default()
@@ -148,18 +170,23 @@ pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 /// annotated `rbac.authorization.k8s.io/autoupdate: "false"`.
 pub async fn bootstrap(registry: &Registry) -> Result<()> {
     let (roles, bindings) = objects();
-    for (plural, objs, merge) in [
+    for (objs, merge) in [
         (
-            "clusterroles",
             roles,
             reconcile_role as fn(&Value, &Value) -> Option<Value>,
         ),
-        ("clusterrolebindings", bindings, reconcile_binding),
+        (bindings, reconcile_binding),
     ] {
-        let Some(store) = registry.store(GROUP, "v1", plural) else {
-            continue;
-        };
         for o in objs {
+            let plural = match o["kind"].as_str() {
+                Some("Role") => "roles",
+                Some("RoleBinding") => "rolebindings",
+                Some("ClusterRoleBinding") => "clusterrolebindings",
+                _ => "clusterroles",
+            };
+            let Some(store) = registry.store(GROUP, "v1", plural) else {
+                continue;
+            };
             reconcile(store, o, merge).await?;
         }
     }
@@ -172,8 +199,9 @@ async fn reconcile(
     merge: fn(&Value, &Value) -> Option<Value>,
 ) -> Result<()> {
     let name = crate::object::meta_str(&expected, "name").to_string();
+    let ns = crate::object::meta_str(&expected, "namespace").to_string();
     match store
-        .create("", expected.clone(), &WriteOptions::default())
+        .create(&ns, expected.clone(), &WriteOptions::default())
         .await
     {
         Ok(_) => return Ok(()),
@@ -181,7 +209,7 @@ async fn reconcile(
         Err(e) => return Err(e),
     }
     let updated = store
-        .guaranteed_update("", &name, None, &WriteOptions::default(), |old| {
+        .guaranteed_update(&ns, &name, None, &WriteOptions::default(), |old| {
             Ok(merge(old, &expected).unwrap_or_else(|| old.clone()))
         })
         .await;
@@ -436,6 +464,23 @@ mod tests {
             json!({"verbs": ["get", "update"], "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kube-scheduler"]})
         );
         assert_eq!(sched["rules"][0]["apiGroups"], json!(["", "events.k8s.io"]));
+        let cleaner = roles
+            .iter()
+            .find(|r| r["kind"] == "Role")
+            .unwrap();
+        assert_eq!(cleaner["metadata"]["namespace"], "kube-system");
+        assert_eq!(cleaner["metadata"]["name"], "system:controller:token-cleaner");
+        assert_eq!(cleaner["rules"][0]["resources"], json!(["secrets"]));
+        let b = bindings
+            .iter()
+            .find(|b| b["kind"] == "RoleBinding")
+            .unwrap();
+        assert_eq!(b["metadata"]["namespace"], "kube-system");
+        assert_eq!(
+            b["roleRef"],
+            json!({"apiGroup": GROUP, "kind": "Role", "name": "system:controller:token-cleaner"})
+        );
+        assert_eq!(b["subjects"][0]["name"], "token-cleaner");
         let piv = bindings
             .iter()
             .find(|b| crate::object::meta_str(b, "name") == "system:public-info-viewer")

@@ -296,7 +296,8 @@ pub fn resources() -> Vec<ResourceInfo> {
             NONE,
             false,
             &[Subresource::Status, Subresource::Approval],
-            Basic::<certificates::CertificateSigningRequest>::cluster(),
+            Basic::<certificates::CertificateSigningRequest>::cluster()
+                .with_check(crate::certificates::validate_expiration),
         ),
         // discovery.k8s.io/v1
         info(
