@@ -310,7 +310,10 @@ pub const MIN_EXPIRATION_SECONDS: i64 = 600;
 
 /// Upstream's `ValidateCertificateSigningRequestCreate` checks of `spec.expirationSeconds`.
 pub fn validate_expiration(obj: &Value) -> Vec<FieldError> {
-    match obj.pointer("/spec/expirationSeconds").and_then(Value::as_i64) {
+    match obj
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+    {
         Some(s) if s < MIN_EXPIRATION_SECONDS => vec![FieldError::invalid_raw(
             "spec.expirationSeconds",
             s,
@@ -411,14 +414,16 @@ pub fn spawn_controller(
                         "message": "Auto approving kubelet client certificate after SubjectAccessReview.",
                         "lastUpdateTime": now(), "lastTransitionTime": now(),
                     }]}),
-                    Action::Sign(pem) => match pki.sign_client_csr(&pem, requested_lifetime(&csr)) {
-                        Ok(cert) => json!({"certificate":
+                    Action::Sign(pem) => {
+                        match pki.sign_client_csr(&pem, requested_lifetime(&csr)) {
+                            Ok(cert) => json!({"certificate":
                             base64::engine::general_purpose::STANDARD.encode(cert)}),
-                        Err(e) => {
-                            tracing::warn!(csr = %item.name, error = %e, "cannot sign");
-                            continue;
+                            Err(e) => {
+                                tracing::warn!(csr = %item.name, error = %e, "cannot sign");
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
                 let r = store
                     .guaranteed_update(

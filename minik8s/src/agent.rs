@@ -135,8 +135,9 @@ impl Credentials {
             user.client_certificate_data.as_ref(),
             "client-certificate-data",
         )?;
-        let info = apiserver::pki::user_from_client_cert_pem(&cert)
-            .with_context(|| format!("{}: the client certificate cannot be read", path.display()))?;
+        let info = apiserver::pki::user_from_client_cert_pem(&cert).with_context(|| {
+            format!("{}: the client certificate cannot be read", path.display())
+        })?;
         Ok(Credentials {
             server: cluster.server.clone().unwrap_or_default(),
             ca: b64(
@@ -363,8 +364,7 @@ async fn request_certificate(
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
     let request = params.serialize_request(&key)?.pem()?;
-    let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> =
-        Api::all(client);
+    let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> = Api::all(client);
     let csr = serde_json::from_value(json!({
         "metadata": {"generateName": "node-csr-"},
         "spec": {

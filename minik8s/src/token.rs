@@ -77,7 +77,9 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
         };
     }
     if !num.is_empty() {
-        return Err(format!("invalid duration {s:?}: a number needs a unit (s, m, h, d)"));
+        return Err(format!(
+            "invalid duration {s:?}: a number needs a unit (s, m, h, d)"
+        ));
     }
     Ok(Duration::from_secs(total))
 }

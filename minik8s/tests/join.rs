@@ -111,31 +111,60 @@ fn secret(name: &str) -> Result<Secret> {
     )?)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_joins_server_runs_pods_and_is_restricted_to_its_own() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let server_dir = tmp.path().join("server");
-    let agent_dir = tmp.path().join("agent");
+/// A running `minik8s server --disable-agent` on a free loopback port.
+struct Server {
+    _proc: Proc,
+    admin: kube::Client,
+    dir: std::path::PathBuf,
+    url: String,
+    token: String,
+}
+
+async fn start_server(tmp: &Path) -> Result<Server> {
+    let dir = tmp.join("server");
     let port = free_port()?.to_string();
-    let _server = spawn(
+    let proc = spawn(
         &[
             "server",
             "--data-dir",
-            &server_dir.to_string_lossy(),
+            &dir.to_string_lossy(),
             "--https-listen-port",
             &port,
             "--bind-address",
             "127.0.0.1",
             "--disable-agent",
         ],
-        &tmp.path().join("server.log"),
+        &tmp.join("server.log"),
     )?;
-    let kubeconfig = server_dir.join("kubeconfig.yaml");
+    let kubeconfig = dir.join("kubeconfig.yaml");
     let admin = wait_for("the server", Duration::from_secs(60), || async {
         let c = client(&kubeconfig).await.ok()?;
         c.apiserver_version().await.ok().map(|_| c)
     })
     .await?;
+    let token = std::fs::read_to_string(dir.join("node-token"))?
+        .trim()
+        .to_string();
+    Ok(Server {
+        _proc: proc,
+        admin,
+        dir,
+        url: format!("https://127.0.0.1:{port}"),
+        token,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_joins_server_runs_pods_and_is_restricted_to_its_own() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let agent_dir = tmp.path().join("agent");
+    let Server {
+        _proc: _server,
+        admin,
+        dir: server_dir,
+        url,
+        ..
+    } = start_server(tmp.path()).await?;
     let token = std::fs::read_to_string(server_dir.join("node-token"))?;
     let token = token.trim();
     assert!(token.starts_with("K10"), "{token}");
@@ -147,7 +176,6 @@ async fn agent_joins_server_runs_pods_and_is_restricted_to_its_own() -> Result<(
             & 0o777,
         0o600
     );
-    let url = format!("https://127.0.0.1:{port}");
 
     // A token whose CA pin does not match is refused before the token is sent.
     let (_, bare) = token.split_once("::").context("token format")?;
@@ -253,6 +281,376 @@ async fn agent_joins_server_runs_pods_and_is_restricted_to_its_own() -> Result<(
     wait_for("the pod to be gone", Duration::from_secs(60), || async {
         matches!(pods.get_opt("joined").await, Ok(None)).then_some(())
     })
+    .await?;
+    Ok(())
+}
+
+/// The agent flags for a simulated node (no Docker) reporting every second.
+fn agent_args<'a>(url: &'a str, token: &'a str, dir: &'a str, node: &'a str) -> Vec<&'a str> {
+    vec![
+        "agent",
+        "--server",
+        url,
+        "--token",
+        token,
+        "--data-dir",
+        dir,
+        "--node-name",
+        node,
+        "--runtime",
+        "simulated",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--node-status-update-frequency",
+        "1s",
+    ]
+}
+
+/// A node kubeconfig like the agent writes, with a certificate the cluster CA signs for
+/// `system:node:<node>` valid from `not_before` to `not_after` (unix seconds).
+fn node_kubeconfig(server: &Server, node: &str, not_before: i64, not_after: i64) -> Result<String> {
+    use base64::Engine as _;
+    let pki = apiserver::pki::Pki::load_or_create(&server.dir, &[])?;
+    let (cert, key) = pki.issue_client_cert_between(
+        &format!("system:node:{node}"),
+        &["system:nodes"],
+        not_before,
+        not_after,
+    )?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    Ok(json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": {"server": server.url,
+            "certificate-authority-data": b64(&pki.ca_cert_pem)}}],
+        "users": [{"name": "user", "user": {"client-certificate-data": b64(&cert),
+            "client-key-data": b64(&key)}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "cluster", "user": "user"}}],
+        "current-context": "ctx",
+    })
+    .to_string())
+}
+
+/// The validity (unix seconds) of the client certificate in a kubeconfig file.
+fn cert_validity(kubeconfig: &Path) -> Option<(i64, i64)> {
+    use base64::Engine as _;
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).ok()?;
+    let data = kc.auth_infos.first()?.auth_info.as_ref()?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data.client_certificate_data.as_ref()?.trim())
+        .ok()?;
+    let info = apiserver::pki::user_from_client_cert_pem(&String::from_utf8(pem).ok()?)?;
+    Some((info.not_before, info.not_after))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn csrs_of(
+    list: &[k8s_openapi::api::certificates::v1::CertificateSigningRequest],
+    user: &str,
+) -> usize {
+    list.iter()
+        .filter(|c| c.spec.username.as_deref() == Some(user))
+        .count()
+}
+
+/// Upstream's kubelet certificate rotation: a node whose client certificate is past its
+/// rotation deadline renews it with a CSR of its own (approved as `selfnodeclient`), keeps
+/// working after the old one expires, and the old one stops working at once, even on a
+/// connection opened while it was valid. A node whose certificate has expired joins again
+/// with the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_rotates_its_certificate_and_rejoins_once_it_has_expired() -> Result<()> {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use k8s_openapi::api::coordination::v1::Lease;
+    let tmp = tempfile::tempdir()?;
+    let server = start_server(tmp.path()).await?;
+    let node = format!("rot-{}", std::process::id());
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir_all(&agent_dir)?;
+    let kc_path = agent_dir.join("kubelet.kubeconfig");
+
+    // A certificate at 95% of its life: due for rotation, expiring in 15 s.
+    let (start, end) = (now() - 285, now() + 15);
+    std::fs::write(&kc_path, node_kubeconfig(&server, &node, start, end)?)?;
+    let old = client(&kc_path).await?;
+    let old_nodes: Api<Node> = Api::all(old.clone());
+    assert!(
+        old_nodes.get_opt(&node).await.is_ok(),
+        "the old certificate works while valid"
+    );
+
+    let dir = agent_dir.to_string_lossy().to_string();
+    let log = tmp.path().join("agent.log");
+    let agent = spawn(&agent_args(&server.url, &server.token, &dir, &node), &log)?;
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let (_, new_end) = wait_for(
+        "the agent to rotate its certificate",
+        Duration::from_secs(60),
+        || async { cert_validity(&kc_path).filter(|(_, e)| *e > end + 300 * 24 * 3600) },
+    )
+    .await
+    .with_context(agent_log)?;
+    assert!(
+        new_end > now() + 364 * 24 * 3600,
+        "a fresh one-year certificate"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kc_path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    let csrs: Api<CertificateSigningRequest> = Api::all(server.admin.clone());
+    let list = csrs.list(&Default::default()).await?.items;
+    assert_eq!(
+        csrs_of(&list, &format!("system:node:{node}")),
+        1,
+        "{list:?}"
+    );
+    assert_eq!(
+        list.iter()
+            .filter(|c| c
+                .spec
+                .username
+                .as_deref()
+                .is_some_and(|u| u.starts_with("system:bootstrap:")))
+            .count(),
+        0,
+        "a node with a valid certificate does not use the token"
+    );
+
+    // Past the old certificate's end, the kubelet still renews its Lease (with the new
+    // certificate), and the old one is refused even on the connection it already has.
+    let leases: Api<Lease> = Api::namespaced(server.admin.clone(), "kube-node-lease");
+    wait_for(
+        "a Lease renewal after the old certificate expired",
+        Duration::from_secs(60),
+        || async {
+            let l = leases.get_opt(&node).await.ok()??;
+            let renewed = l.spec?.renew_time?.0.as_second();
+            (renewed > end + 1).then_some(())
+        },
+    )
+    .await
+    .with_context(agent_log)?;
+    match old_nodes.get_opt(&node).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 401, "{e:?}"),
+        other => bail!("an expired client certificate on an open connection: {other:?}"),
+    }
+
+    // An expired certificate: the agent joins again with the token.
+    drop(agent);
+    std::fs::write(
+        &kc_path,
+        node_kubeconfig(&server, &node, now() - 300, now() - 10)?,
+    )?;
+    let _agent = spawn(&agent_args(&server.url, &server.token, &dir, &node), &log)?;
+    wait_for(
+        "the agent to join again",
+        Duration::from_secs(60),
+        || async { cert_validity(&kc_path).filter(|(_, e)| *e > now() + 300 * 24 * 3600) },
+    )
+    .await
+    .with_context(agent_log)?;
+    let list = csrs.list(&Default::default()).await?.items;
+    let bootstrap = list
+        .iter()
+        .filter(|c| {
+            c.spec
+                .username
+                .as_deref()
+                .is_some_and(|u| u.starts_with("system:bootstrap:"))
+        })
+        .count();
+    assert_eq!(bootstrap, 1, "{list:?}");
+    assert!(
+        agent_log().contains("has expired; joining again with the token"),
+        "{}",
+        agent_log()
+    );
+    Ok(())
+}
+
+fn minik8s(args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_minik8s"))
+        .args(args)
+        .output()?)
+}
+
+/// `minik8s token create|list|delete`: a token with a time to live joins a node; once it has
+/// expired the agent is refused with a message that says what to do, and the token cleaner
+/// deletes its Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tokens_are_created_expire_and_are_cleaned_up() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let server = start_server(tmp.path()).await?;
+    let data_dir = server.dir.to_string_lossy().to_string();
+    let secrets: Api<Secret> = Api::namespaced(server.admin.clone(), "kube-system");
+
+    let out = minik8s(&[
+        "token",
+        "create",
+        "--ttl",
+        "1h",
+        "--description",
+        "for n2",
+        "--data-dir",
+        &data_dir,
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let long = String::from_utf8(out.stdout)?.trim().to_string();
+    let (pin, bare) = long.split_once("::").context("K10<hash>::<id>.<secret>")?;
+    assert_eq!(
+        pin,
+        server.token.split_once("::").context("server token")?.0,
+        "same CA pin"
+    );
+    let long_id = bare.split_once('.').context("id.secret")?.0.to_string();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expires at"));
+    let s = secrets.get(&format!("bootstrap-token-{long_id}")).await?;
+    assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+
+    let out = minik8s(&["token", "create", "--ttl", "2s", "--data-dir", &data_dir])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let short = String::from_utf8(out.stdout)?.trim().to_string();
+    let short_id = short
+        .split_once("::")
+        .and_then(|(_, t)| t.split_once('.'))
+        .context("token")?
+        .0
+        .to_string();
+
+    let bad = minik8s(&["token", "create", "--ttl", "5", "--data-dir", &data_dir])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs a unit"));
+
+    let list = minik8s(&["token", "list", "--data-dir", &data_dir])?;
+    let text = String::from_utf8(list.stdout)?;
+    assert!(text.starts_with("TOKEN"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{long_id}.<secret>")))
+        .with_context(|| text.clone())?;
+    assert!(
+        row.contains("authentication,signing") && row.contains("for n2"),
+        "{row}"
+    );
+    assert!(
+        row.contains("system:bootstrappers:minik8s:default-node-token"),
+        "{row}"
+    );
+    assert!(
+        row.split_whitespace()
+            .nth(1)
+            .is_some_and(|ttl| ttl == "59m" || ttl == "1h"),
+        "{row}"
+    );
+
+    // The 1h token joins a node.
+    let node = format!("tok-{}", std::process::id());
+    let dir = tmp.path().join("agent").to_string_lossy().to_string();
+    let log = tmp.path().join("agent.log");
+    let _agent = spawn(&agent_args(&server.url, &long, &dir, &node), &log)?;
+    let nodes: Api<Node> = Api::all(server.admin.clone());
+    wait_for("the node to join", Duration::from_secs(60), || async {
+        nodes.get_opt(&node).await.ok().flatten()
+    })
+    .await
+    .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+
+    // The 2s token: refused once expired, then deleted by the token cleaner.
+    let short_secret = format!("bootstrap-token-{short_id}");
+    wait_for(
+        "the short token to expire",
+        Duration::from_secs(10),
+        || async {
+            let s = minik8s(&["token", "list", "--data-dir", &data_dir]).ok()?;
+            let text = String::from_utf8(s.stdout).ok()?;
+            let gone = !text.contains(&short_id);
+            let expired = text
+                .lines()
+                .any(|l| l.contains(&short_id) && l.contains("<expired>"));
+            (gone || expired).then_some(())
+        },
+    )
+    .await?;
+    let refused = minik8s(&[
+        "agent",
+        "--server",
+        &server.url,
+        "--token",
+        &short,
+        "--data-dir",
+        &tmp.path().join("late").to_string_lossy(),
+        "--node-name",
+        "late",
+        "--runtime",
+        "simulated",
+        "--join-timeout",
+        "20s",
+    ])?;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the server refused the join token (401 Unauthorized)")
+            && stderr.contains("minik8s token create"),
+        "{stderr}"
+    );
+    wait_for(
+        "the token cleaner to delete the expired token",
+        Duration::from_secs(30),
+        || async { matches!(secrets.get_opt(&short_secret).await, Ok(None)).then_some(()) },
+    )
+    .await?;
+    assert!(secrets
+        .get_opt(&format!("bootstrap-token-{long_id}"))
+        .await?
+        .is_some());
+
+    // Deleting a token: by id; a second delete says it is not there.
+    let del = minik8s(&["token", "delete", &long_id, "--data-dir", &data_dir])?;
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    assert!(secrets
+        .get_opt(&format!("bootstrap-token-{long_id}"))
+        .await?
+        .is_none());
+    let again = minik8s(&["token", "delete", &long, "--data-dir", &data_dir])?;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not found"));
+    // The joined node keeps working with its own certificate.
+    let lease: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(server.admin.clone(), "kube-node-lease");
+    let before = lease
+        .get(&node)
+        .await?
+        .spec
+        .and_then(|s| s.renew_time)
+        .map(|t| t.0);
+    wait_for(
+        "a Lease renewal after the token was deleted",
+        Duration::from_secs(20),
+        || async {
+            let t = lease.get(&node).await.ok()?.spec?.renew_time?.0;
+            (Some(t) > before).then_some(())
+        },
+    )
     .await?;
     Ok(())
 }

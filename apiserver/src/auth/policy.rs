@@ -171,10 +171,7 @@ pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 pub async fn bootstrap(registry: &Registry) -> Result<()> {
     let (roles, bindings) = objects();
     for (objs, merge) in [
-        (
-            roles,
-            reconcile_role as fn(&Value, &Value) -> Option<Value>,
-        ),
+        (roles, reconcile_role as fn(&Value, &Value) -> Option<Value>),
         (bindings, reconcile_binding),
     ] {
         for o in objs {
@@ -464,12 +461,12 @@ mod tests {
             json!({"verbs": ["get", "update"], "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kube-scheduler"]})
         );
         assert_eq!(sched["rules"][0]["apiGroups"], json!(["", "events.k8s.io"]));
-        let cleaner = roles
-            .iter()
-            .find(|r| r["kind"] == "Role")
-            .unwrap();
+        let cleaner = roles.iter().find(|r| r["kind"] == "Role").unwrap();
         assert_eq!(cleaner["metadata"]["namespace"], "kube-system");
-        assert_eq!(cleaner["metadata"]["name"], "system:controller:token-cleaner");
+        assert_eq!(
+            cleaner["metadata"]["name"],
+            "system:controller:token-cleaner"
+        );
         assert_eq!(cleaner["rules"][0]["resources"], json!(["secrets"]));
         let b = bindings
             .iter()
