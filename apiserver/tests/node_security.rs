@@ -730,6 +730,46 @@ async fn csr_approval_is_authorized_validated_and_signed() -> Result<()> {
             .decode(issued["status"]["certificate"].as_str().unwrap())?,
     )?;
     assert!(cert.contains("BEGIN CERTIFICATE"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let year = apiserver::pki::user_from_client_cert_pem(&cert).unwrap();
+    assert!(year.not_after > now + 364 * 86400, "{year:?}");
+
+    // spec.expirationSeconds: at least 600 (upstream's message), and honoured by the signer.
+    let mut short = client_csr("gina", "devs");
+    short["spec"]["expirationSeconds"] = json!(599);
+    let (code, msg) = post(a, csrs, short.clone()).await.unwrap_err();
+    assert_eq!(code, 422, "{msg}");
+    assert!(
+        msg.contains("spec.expirationSeconds: Invalid value: 599: may not specify a duration less than 600 seconds (10 minutes)"),
+        "{msg}"
+    );
+    short["spec"]["expirationSeconds"] = json!(3600);
+    let short = ok(post(a, csrs, short).await)?;
+    let short_url = format!("{csrs}/{}", short["metadata"]["name"].as_str().unwrap());
+    ok(put(
+        a,
+        &format!("{short_url}/approval"),
+        approve(short.clone(), &["Approved"]),
+    )
+    .await)?;
+    wait_for("the one-hour CSR to be signed", || async {
+        get(a, &short_url)
+            .await
+            .is_ok_and(|c| c["status"]["certificate"].is_string())
+    })
+    .await?;
+    let issued_short = ok(get(a, &short_url).await)?;
+    let pem = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(issued_short["status"]["certificate"].as_str().unwrap())?,
+    )?;
+    let hour = apiserver::pki::user_from_client_cert_pem(&pem).unwrap();
+    assert!(
+        (now + 3500..=now + 3700).contains(&hour.not_after),
+        "valid for an hour: {hour:?}, now {now}"
+    );
 
     // A plain status write may not set a certificate without `sign` on the signer.
     let other = ok(post(a, csrs, client_csr("erin", "devs")).await)?;

@@ -25,6 +25,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 pub struct Reloader {
     path: PathBuf,
+    component: String,
     current: Arc<RwLock<kube::Client>>,
 }
 
@@ -32,7 +33,7 @@ impl Reloader {
     /// Reads the kubeconfig again; later requests use what it says. On error the client
     /// keeps its current credentials.
     pub async fn reload(&self) -> Result<(), Error> {
-        let fresh = crate::from_kubeconfig(&self.path).await?;
+        let fresh = crate::from_kubeconfig_as(&self.path, &self.component).await?;
         match self.current.write() {
             Ok(mut c) => *c = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -47,9 +48,13 @@ impl Reloader {
     }
 }
 
-/// A client for the kubeconfig at `path` that [`Reloader::reload`] can re-point.
-pub async fn from_kubeconfig(path: &Path) -> Result<(kube::Client, Reloader), Error> {
-    let inner = crate::from_kubeconfig(path).await?;
+/// A client for the kubeconfig at `path`, with `component`'s user agent, that
+/// [`Reloader::reload`] can re-point.
+pub async fn from_kubeconfig(
+    path: &Path,
+    component: &str,
+) -> Result<(kube::Client, Reloader), Error> {
+    let inner = crate::from_kubeconfig_as(path, component).await?;
     let namespace = inner.default_namespace().to_string();
     let current = Arc::new(RwLock::new(inner));
     let client = kube::Client::new(
@@ -62,6 +67,7 @@ pub async fn from_kubeconfig(path: &Path) -> Result<(kube::Client, Reloader), Er
         client,
         Reloader {
             path: path.to_path_buf(),
+            component: component.to_string(),
             current,
         },
     ))

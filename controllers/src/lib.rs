@@ -297,7 +297,7 @@ impl Config {
 /// Runs the controllers until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     cfg.validate()?;
-    let client = cfg.client.connect().await?;
+    let client = cfg.client.connect_as(USER_AGENT).await?;
     run_with(client, Arc::new(SystemClock), cfg, shutdown).await
 }
 
@@ -409,14 +409,11 @@ const STOP_REPORT: Duration = Duration::from_secs(5);
 
 /// The API server address and CA of `--kubeconfig` (or kube-rs's defaults).
 async fn kube_config(args: &client::ClientArgs) -> anyhow::Result<kube::Config> {
-    Ok(match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    })
+    Ok(args.config_as(USER_AGENT).await?)
 }
+
+/// The user agent's command (upstream's), which names the field manager of its writes.
+const USER_AGENT: &str = "kube-controller-manager";
 
 /// `d`'s client acting as its service account, retried until it works; `None` on shutdown.
 async fn own_client(

@@ -142,7 +142,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         }
     };
     tracing::info!(%addr, domain, upstreams = ?upstreams, "cluster DNS listening");
-    let client = cfg.client.connect().await?;
+    let client = cfg.client.connect_as("minik8s-dns").await?;
     let advertise = cfg
         .advertise_address
         .or(Some(bind_ip).filter(|ip| !ip.is_unspecified()))

@@ -178,7 +178,7 @@ impl Config {
 /// Runs the kubelet until `shutdown` is cancelled. Containers keep running when it stops;
 /// the next kubelet adopts them.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let client = cfg.client.connect().await?;
+    let client = cfg.client.connect_as("kubelet").await?;
     run_with_client(client, cfg, shutdown).await
 }
 

@@ -84,7 +84,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result
             _ = shutdown.cancelled() => return Ok(()),
         }
     }
-    let (client, reloader) = client::reloading::from_kubeconfig(&kubeconfig).await?;
+    let (client, reloader) = client::reloading::from_kubeconfig(&kubeconfig, "kubelet").await?;
     let rotation = tokio::spawn(rotate(
         client.clone(),
         reloader,

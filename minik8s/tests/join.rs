@@ -571,6 +571,32 @@ async fn join_tokens_are_created_expire_and_are_cleaned_up() -> Result<()> {
     .await
     .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
 
+    // Components name themselves in their user agent, as upstream's do, so their writes
+    // are managed by `kubelet` (the Node's status) and `kube-controller-manager` (podCIDR).
+    wait_for(
+        "the components' field managers",
+        Duration::from_secs(30),
+        || async {
+            let n = nodes.get(&node).await.ok()?;
+            let managers: Vec<(String, String)> = n
+                .metadata
+                .managed_fields?
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.manager.unwrap_or_default(),
+                        e.subresource.unwrap_or_default(),
+                    )
+                })
+                .collect();
+            (managers.contains(&("kubelet".into(), "status".into()))
+                && managers.contains(&("kube-controller-manager".into(), String::new())))
+            .then_some(())
+        },
+    )
+    .await
+    .with_context(|| format!("{:?}", std::fs::read_to_string(&log)))?;
+
     // The 2s token: refused once expired, then deleted by the token cleaner.
     let short_secret = format!("bootstrap-token-{short_id}");
     wait_for(

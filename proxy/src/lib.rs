@@ -126,7 +126,7 @@ pub async fn run_with(
         tracing::info!("removed the proxy's iptables rules");
         return Ok(());
     }
-    let client = cfg.client.connect().await?;
+    let client = cfg.client.connect_as("kube-proxy").await?;
     let shared = Arc::new(Shared::default());
     spawn_watch::<Service>(client.clone(), shared.clone(), shutdown.clone());
     spawn_watch::<EndpointSlice>(client, shared.clone(), shutdown.clone());

@@ -60,7 +60,7 @@ pub async fn run_with_metrics(
     for w in &cfg.plugin_weights {
         weights.set(w).map_err(anyhow::Error::msg)?;
     }
-    let client = cfg.client.connect().await?;
+    let client = cfg.client.connect_as("kube-scheduler").await?;
     let id = identity();
     let settings = scheduler::Settings {
         scheduler_name: cfg.scheduler_name.clone(),
