@@ -621,6 +621,66 @@ async fn admission_plugins() -> Result<()> {
     let pods = Api::<Pod>::namespaced(s.admin.clone(), "q1");
     assert!(pods.get_opt("p3").await?.is_none());
 
+    // Scoped quotas: each covers only the pods in all of its scopes.
+    namespace(&s.admin, "q2", json!({})).await?;
+    create(
+        &s.admin,
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000}),
+    )
+    .await?;
+    for (name, spec) in [
+        (
+            "be",
+            json!({"scopes": ["BestEffort"], "hard": {"pods": "1"}}),
+        ),
+        (
+            "high",
+            json!({"scopeSelector": {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}, "hard": {"pods": "1", "requests.cpu": "1"}}),
+        ),
+    ] {
+        create(
+            &s.admin,
+            "/api/v1/namespaces/q2/resourcequotas",
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name}, "spec": spec}),
+        )
+        .await?;
+    }
+    let sized = |name: &str, class: Option<&str>| {
+        let mut p = pod(name);
+        p["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "100m"}});
+        if let Some(c) = class {
+            p["spec"]["priorityClassName"] = json!(c);
+        }
+        p
+    };
+    let q2 = "/api/v1/namespaces/q2/pods";
+    create(&s.admin, q2, pod("be1")).await?;
+    let refused = |r: Result<Value, kube::Error>| r.map(|_| ()).map_err(api_err);
+    assert_eq!(
+        refused(post(&s.admin, q2, pod("be2")).await),
+        Err((403, "pods \"be2\" is forbidden: exceeded quota: be, requested: pods=1, used: pods=1, limited: pods=1".into()))
+    );
+    // Not best-effort and no priority class: neither quota covers it.
+    create(&s.admin, q2, sized("sized1", None)).await?;
+    create(&s.admin, q2, sized("sized2", None)).await?;
+    create(&s.admin, q2, sized("high1", Some("high"))).await?;
+    assert_eq!(
+        refused(post(&s.admin, q2, sized("high2", Some("high"))).await),
+        Err((403, "pods \"high2\" is forbidden: exceeded quota: high, requested: pods=1, used: pods=1, limited: pods=1".into()))
+    );
+    // A quota on requests.cpu wants them only from the pods it covers.
+    let mut bare_high = pod("bare-high");
+    bare_high["spec"]["priorityClassName"] = json!("high");
+    bare_high["spec"]["containers"][0]["resources"] = json!({"requests": {"memory": "64Mi"}});
+    assert_eq!(
+        refused(post(&s.admin, q2, bare_high).await),
+        Err((
+            403,
+            "pods \"bare-high\" is forbidden: failed quota: high: must specify requests.cpu".into()
+        ))
+    );
+
     // ServiceAccount: the default account, the projected token volume in every container.
     let p1 = pods.get("p1").await?;
     let spec = p1.spec.context("spec")?;

@@ -1,7 +1,10 @@
 //! ResourceQuota controller: `status.hard` mirrors `spec.hard` and `status.used` counts what
 //! the namespace uses of each listed resource (upstream's pkg/controller/resourcequota with
 //! the core evaluators): pods and their cpu/memory requests and limits, and object counts.
-//! Quota scopes are not evaluated; admission (refusing creates over quota) lives elsewhere.
+//! A quota with scopes counts only the pods in all of its scopes (Terminating,
+//! NotTerminating, BestEffort, NotBestEffort, PriorityClass, CrossNamespacePodAffinity, as
+//! upstream's pod evaluator) and nothing else. Admission (refusing writes over quota) lives
+//! in the API server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -128,11 +131,155 @@ fn pod_amount(p: &Pod, which: &str, resource: &str) -> i128 {
         .sum()
 }
 
-fn used_of(key: &str, ns: &str, s: &Stores) -> Option<Quantity> {
+/// A quota's scopes as (scope, operator, values): `spec.scopes` (each as `Exists`) and
+/// `spec.scopeSelector.matchExpressions`.
+fn scopes_of(q: &ResourceQuota) -> Vec<(String, String, Vec<String>)> {
+    let Some(spec) = q.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String, Vec<String>)> = spec
+        .scopes
+        .iter()
+        .flatten()
+        .map(|s| (s.clone(), "Exists".to_string(), Vec::new()))
+        .collect();
+    for e in spec
+        .scope_selector
+        .iter()
+        .flat_map(|s| s.match_expressions.iter().flatten())
+    {
+        out.push((
+            e.scope_name.clone(),
+            e.operator.clone(),
+            e.values.clone().unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// Upstream's BestEffort QoS: no container asks for or limits cpu or memory.
+fn best_effort(p: &Pod) -> bool {
+    let Some(spec) = p.spec.as_ref() else {
+        return true;
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .all(|c| {
+            let r = c.resources.as_ref();
+            [
+                r.and_then(|r| r.requests.as_ref()),
+                r.and_then(|r| r.limits.as_ref()),
+            ]
+            .into_iter()
+            .flatten()
+            .all(|m| {
+                ["cpu", "memory"]
+                    .iter()
+                    .all(|k| m.get(*k).and_then(|q| parse_milli(&q.0)).unwrap_or(0) == 0)
+            })
+        })
+}
+
+/// Whether a pod affinity term names other namespaces.
+fn cross_namespace_affinity(p: &Pod) -> bool {
+    let Some(a) = p.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
+        return false;
+    };
+    let terms =
+        |required: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>,
+         preferred: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+            required
+                .into_iter()
+                .flatten()
+                .chain(
+                    preferred
+                        .into_iter()
+                        .flatten()
+                        .map(|w| &w.pod_affinity_term),
+                )
+                .any(|t| {
+                    t.namespaces.as_ref().is_some_and(|n| !n.is_empty())
+                        || t.namespace_selector.is_some()
+                })
+        };
+    a.pod_affinity.as_ref().is_some_and(|x| {
+        terms(
+            x.required_during_scheduling_ignored_during_execution
+                .as_ref(),
+            x.preferred_during_scheduling_ignored_during_execution
+                .as_ref(),
+        )
+    }) || a.pod_anti_affinity.as_ref().is_some_and(|x| {
+        terms(
+            x.required_during_scheduling_ignored_during_execution
+                .as_ref(),
+            x.preferred_during_scheduling_ignored_during_execution
+                .as_ref(),
+        )
+    })
+}
+
+/// Whether a pod is in one scope of a quota (upstream's `podMatchesScopeFunc`).
+fn pod_in_scope(p: &Pod, scope: &str, op: &str, values: &[String]) -> bool {
+    let terminating = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.active_deadline_seconds)
+        .is_some_and(|d| d >= 0);
+    let matched = match scope {
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
+        "BestEffort" => best_effort(p),
+        "NotBestEffort" => !best_effort(p),
+        "CrossNamespacePodAffinity" => cross_namespace_affinity(p),
+        "PriorityClass" => {
+            let class = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.priority_class_name.as_deref())
+                .unwrap_or("");
+            return match op {
+                "In" => values.iter().any(|v| v == class),
+                "NotIn" => !values.iter().any(|v| v == class),
+                "Exists" => !class.is_empty(),
+                "DoesNotExist" => class.is_empty(),
+                _ => false,
+            };
+        }
+        _ => false,
+    };
+    if op == "DoesNotExist" {
+        !matched
+    } else {
+        matched
+    }
+}
+
+type Scopes = [(String, String, Vec<String>)];
+
+fn used_of(key: &str, ns: &str, scopes: &Scopes, s: &Stores) -> Option<Quantity> {
     let count = |n: usize| Some(Quantity(n.to_string()));
-    let pods: Vec<Arc<Pod>> = s
-        .pods
-        .state_filter(|p| p.namespace().as_deref() == Some(ns) && !pod::is_terminal(p));
+    let pods: Vec<Arc<Pod>> = s.pods.state_filter(|p| {
+        p.namespace().as_deref() == Some(ns)
+            && !pod::is_terminal(p)
+            && scopes.iter().all(|(sc, op, v)| pod_in_scope(p, sc, op, v))
+    });
+    let pod_key = matches!(
+        key,
+        "pods"
+            | "count/pods"
+            | "cpu"
+            | "requests.cpu"
+            | "memory"
+            | "requests.memory"
+            | "limits.cpu"
+            | "limits.memory"
+    );
+    if !scopes.is_empty() && !pod_key {
+        // A scoped quota covers only pods.
+        return count(0);
+    }
     let compute = |which: &str, res: &str| {
         let total: i128 = pods.iter().map(|p| pod_amount(p, which, res)).sum();
         Some(Quantity(format_milli(total, res != "cpu")))
@@ -212,9 +359,10 @@ async fn sync(client: &kube::Client, s: &Stores) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|s| s.hard.clone())
             .unwrap_or_default();
+        let scopes = scopes_of(&q);
         let used: BTreeMap<String, Quantity> = hard
             .keys()
-            .filter_map(|k| used_of(k, &ns, s).map(|v| (k.clone(), v)))
+            .filter_map(|k| used_of(k, &ns, &scopes, s).map(|v| (k.clone(), v)))
             .collect();
         let next = ResourceQuotaStatus {
             hard: Some(hard),

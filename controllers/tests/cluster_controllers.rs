@@ -796,6 +796,43 @@ async fn resource_quota_tracks_usage() -> Result<()> {
             .then_some(()))
     })
     .await?;
+
+    // Scoped quotas count only the pods in their scopes (and nothing but pods).
+    c.namespace("rq2").await?;
+    let scoped: Api<ResourceQuota> = Api::namespaced(c.client.clone(), "rq2");
+    let be: ResourceQuota = serde_json::from_value(json!({"metadata": {"name": "be"},
+        "spec": {"scopes": ["BestEffort"], "hard": {"pods": "10"}}}))?;
+    scoped.create(&PostParams::default(), &be).await?;
+    let nbe: ResourceQuota = serde_json::from_value(json!({"metadata": {"name": "nbe"},
+        "spec": {"scopeSelector": {"matchExpressions": [{"scopeName": "NotBestEffort", "operator": "Exists"}]},
+            "hard": {"pods": "10", "requests.cpu": "4", "configmaps": "5"}}}))?;
+    scoped.create(&PostParams::default(), &nbe).await?;
+    let pods2: Api<Pod> = Api::namespaced(c.client.clone(), "rq2");
+    for (name, resources) in [
+        ("plain", json!({})),
+        ("x", json!({"requests": {"cpu": "300m"}})),
+        ("y", json!({"requests": {"cpu": "200m"}})),
+    ] {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": resources}]}}))?;
+        pods2.create(&PostParams::default(), &p).await?;
+    }
+    configmap(&Api::namespaced(c.client.clone(), "rq2"), "cm", vec![]).await?;
+    let used = |q: ResourceQuota| {
+        let used = q.status.and_then(|s| s.used).unwrap_or_default();
+        used.into_iter()
+            .map(|(k, v)| format!("{k}={}", v.0))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    wait_for("scoped quota usage", 20, || async {
+        let (be, nbe) = (
+            used(scoped.get("be").await?),
+            used(scoped.get("nbe").await?),
+        );
+        Ok((be == "pods=1" && nbe == "configmaps=0,pods=2,requests.cpu=500m").then_some(()))
+    })
+    .await?;
     pods.delete("b", &DeleteParams::default()).await?;
     wait_for("usage drops", 20, || async {
         let q = quotas.get("q").await?;

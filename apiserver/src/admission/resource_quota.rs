@@ -2,7 +2,10 @@
 //! NodePort or LoadBalancer, a larger claim), that would take a namespace's usage over a
 //! quota's `hard` limits is refused with upstream's message; an update is charged only what
 //! it adds, as upstream's evaluators do. Usage is counted from the store at admission time.
-//! Quotas with scopes are not enforced.
+//! A quota with scopes (`spec.scopes`, `spec.scopeSelector`) covers only the pods in all of
+//! its scopes (upstream's pod evaluator): Terminating, NotTerminating, BestEffort,
+//! NotBestEffort, PriorityClass (In, NotIn, Exists, DoesNotExist) and
+//! CrossNamespacePodAffinity; it covers nothing else.
 
 use std::collections::BTreeMap;
 
@@ -175,6 +178,131 @@ fn claim_usage(pvc: &Value) -> BTreeMap<String, i128> {
     u
 }
 
+/// A quota's scopes as (scope, operator, values): `spec.scopes` (each as `Exists`) and
+/// `spec.scopeSelector.matchExpressions`.
+fn scopes(q: &Value) -> Vec<(String, String, Vec<String>)> {
+    let mut out: Vec<(String, String, Vec<String>)> = q
+        .pointer("/spec/scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|s| (s.to_string(), "Exists".to_string(), Vec::new()))
+        .collect();
+    for e in q
+        .pointer("/spec/scopeSelector/matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        out.push((
+            text("scopeName"),
+            text("operator"),
+            crate::object::strings(e.get("values")),
+        ));
+    }
+    out
+}
+
+/// Upstream's `qos.GetPodQOS(pod) == BestEffort`: no container asks for or limits cpu or
+/// memory.
+fn best_effort(pod: &Value) -> bool {
+    ["containers", "initContainers"].iter().all(|ck| {
+        pod.pointer(&format!("/spec/{ck}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .all(|c| {
+                ["requests", "limits"].iter().all(|f| {
+                    ["cpu", "memory"].iter().all(|r| {
+                        c.pointer(&format!("/resources/{f}/{r}"))
+                            .and_then(quantity::of)
+                            .unwrap_or(0)
+                            == 0
+                    })
+                })
+            })
+    })
+}
+
+/// Whether a pod affinity term names other namespaces (`namespaces` or a
+/// `namespaceSelector`).
+fn cross_namespace_affinity(pod: &Value) -> bool {
+    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+        let Some(a) = pod.pointer(&format!("/spec/affinity/{kind}")) else {
+            return false;
+        };
+        let required = a
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let preferred = a
+            .get("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.get("podAffinityTerm"));
+        required.chain(preferred).any(|t| {
+            t.get("namespaces")
+                .and_then(Value::as_array)
+                .is_some_and(|n| !n.is_empty())
+                || t.get("namespaceSelector").is_some_and(|s| !s.is_null())
+        })
+    })
+}
+
+/// Whether a pod is in one scope of a quota (upstream's `podMatchesScopeFunc`).
+fn pod_in_scope(pod: &Value, scope: &str, op: &str, values: &[String]) -> bool {
+    let matched = match scope {
+        "Terminating" => pod
+            .pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_i64)
+            .is_some_and(|d| d >= 0),
+        "NotTerminating" => !pod
+            .pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_i64)
+            .is_some_and(|d| d >= 0),
+        "BestEffort" => best_effort(pod),
+        "NotBestEffort" => !best_effort(pod),
+        "CrossNamespacePodAffinity" => cross_namespace_affinity(pod),
+        "PriorityClass" => {
+            let class = pod
+                .pointer("/spec/priorityClassName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return match op {
+                "In" => values.iter().any(|v| v == class),
+                "NotIn" => !values.iter().any(|v| v == class),
+                "Exists" => !class.is_empty(),
+                "DoesNotExist" => class.is_empty(),
+                _ => false,
+            };
+        }
+        _ => false,
+    };
+    if op == "DoesNotExist" {
+        !matched
+    } else {
+        matched
+    }
+}
+
+/// Whether quota `q` covers `obj`: every object when it has no scopes, else the pods in all
+/// of its scopes.
+fn covers(q: &Value, group: &str, plural: &str, obj: &Value) -> bool {
+    let scopes = scopes(q);
+    if scopes.is_empty() {
+        return true;
+    }
+    group.is_empty()
+        && plural == "pods"
+        && scopes
+            .iter()
+            .all(|(s, op, values)| pod_in_scope(obj, s, op, values))
+}
+
 /// What a write adds: all of a create's usage, an update's increases only.
 fn requested_usage(
     group: &str,
@@ -222,15 +350,9 @@ pub async fn admit(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<
     if requested.is_empty() {
         return Ok(());
     }
-    let mut used: Option<BTreeMap<String, i128>> = None;
     let existing = cached(state, group, plural, a.namespace).await?;
     for q in &quotas {
-        if q.pointer("/spec/scopes")
-            .and_then(Value::as_array)
-            .is_some_and(|s| !s.is_empty())
-            || q.pointer("/spec/scopeSelector")
-                .is_some_and(|s| !s.is_null())
-        {
+        if !covers(q, group, plural, obj) {
             continue;
         }
         let name = crate::object::meta_str(q, "name");
@@ -276,15 +398,12 @@ pub async fn admit(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<
         if relevant.is_empty() {
             continue;
         }
-        let used = used.get_or_insert_with(|| {
-            let mut total: BTreeMap<String, i128> = BTreeMap::new();
-            for o in &existing {
-                for (k, v) in usage_of(group, plural, o) {
-                    *total.entry(k).or_default() += v;
-                }
+        let mut used: BTreeMap<String, i128> = BTreeMap::new();
+        for o in existing.iter().filter(|o| covers(q, group, plural, o)) {
+            for (k, v) in usage_of(group, plural, o) {
+                *used.entry(k).or_default() += v;
             }
-            total
-        });
+        }
         let mut req_x = BTreeMap::new();
         let mut used_x = BTreeMap::new();
         let mut hard_x = BTreeMap::new();
@@ -317,6 +436,57 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn scopes_select_pods_as_upstream() {
+        let quota = |spec: Value| json!({"spec": spec});
+        let plain = json!({"spec": {"containers": [{"name": "c"}]}});
+        let sized = json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}}}],
+            "activeDeadlineSeconds": 30, "priorityClassName": "high"}});
+        let cross = json!({"spec": {"containers": [{"name": "c"}], "affinity": {"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1,
+                "podAffinityTerm": {"topologyKey": "k", "namespaceSelector": {}}}]}}}});
+        let be = quota(json!({"scopes": ["BestEffort"]}));
+        assert!(covers(&be, "", "pods", &plain));
+        assert!(!covers(&be, "", "pods", &sized));
+        assert!(
+            !covers(&be, "", "services", &json!({})),
+            "scoped quotas cover only pods"
+        );
+        assert!(covers(
+            &quota(json!({"hard": {}})),
+            "",
+            "services",
+            &json!({})
+        ));
+        let term = quota(json!({"scopes": ["Terminating", "NotBestEffort"]}));
+        assert!(covers(&term, "", "pods", &sized));
+        assert!(!covers(&term, "", "pods", &plain));
+        assert!(covers(
+            &quota(json!({"scopes": ["NotTerminating"]})),
+            "",
+            "pods",
+            &plain
+        ));
+        let pc = |op: &str, values: Value| {
+            quota(json!({"scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": op, "values": values}]}}))
+        };
+        assert!(covers(
+            &pc("In", json!(["high", "mid"])),
+            "",
+            "pods",
+            &sized
+        ));
+        assert!(!covers(&pc("In", json!(["low"])), "", "pods", &sized));
+        assert!(covers(&pc("NotIn", json!(["low"])), "", "pods", &sized));
+        assert!(covers(&pc("Exists", Value::Null), "", "pods", &sized));
+        assert!(!covers(&pc("Exists", Value::Null), "", "pods", &plain));
+        assert!(covers(&pc("DoesNotExist", Value::Null), "", "pods", &plain));
+        let x = quota(json!({"scopes": ["CrossNamespacePodAffinity"]}));
+        assert!(covers(&x, "", "pods", &cross));
+        assert!(!covers(&x, "", "pods", &plain));
+    }
 
     #[test]
     fn pod_usage_sums_containers_and_takes_max_init() {
