@@ -255,15 +255,13 @@ fn cross_namespace_affinity(pod: &Value) -> bool {
 
 /// Whether a pod is in one scope of a quota (upstream's `podMatchesScopeFunc`).
 fn pod_in_scope(pod: &Value, scope: &str, op: &str, values: &[String]) -> bool {
+    let terminating = pod
+        .pointer("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|d| d >= 0);
     let matched = match scope {
-        "Terminating" => pod
-            .pointer("/spec/activeDeadlineSeconds")
-            .and_then(Value::as_i64)
-            .is_some_and(|d| d >= 0),
-        "NotTerminating" => !pod
-            .pointer("/spec/activeDeadlineSeconds")
-            .and_then(Value::as_i64)
-            .is_some_and(|d| d >= 0),
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
         "BestEffort" => best_effort(pod),
         "NotBestEffort" => !best_effort(pod),
         "CrossNamespacePodAffinity" => cross_namespace_affinity(pod),
