@@ -786,8 +786,61 @@ async fn admission_plugins() -> Result<()> {
         json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
     good["spec"]["containers"][0]["securityContext"] =
         json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
-    create(&s.admin, "/api/v1/namespaces/ps1/pods", good).await?;
+    create(&s.admin, "/api/v1/namespaces/ps1/pods", good.clone()).await?;
+
+    // PodSecurity warn: the pod is admitted with upstream's warning, and so is a workload
+    // whose template would violate the level; compliant objects get no warning.
+    namespace(
+        &s.admin,
+        "ps2",
+        json!({"pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/warn-version": "v1.33"}),
+    )
+    .await?;
+    let mut privileged = pod("priv");
+    privileged["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    let (code, warnings) =
+        post_with_warnings(&s.admin, "/api/v1/namespaces/ps2/pods", privileged.clone()).await?;
+    assert_eq!(code, 201);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("299 - \"would violate PodSecurity \\\"restricted:v1.33\\\": privileged (container \\\"c\\\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false"),
+        "{warnings:?}"
+    );
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}},
+            "spec": privileged["spec"].clone()}}});
+    let (code, warnings) = post_with_warnings(
+        &s.admin,
+        "/apis/apps/v1/namespaces/ps2/deployments",
+        deployment,
+    )
+    .await?;
+    assert_eq!(code, 201);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("would violate PodSecurity"),
+        "{warnings:?}"
+    );
+    let mut good = good;
+    good["metadata"]["name"] = json!("good2");
+    let (code, warnings) =
+        post_with_warnings(&s.admin, "/api/v1/namespaces/ps2/pods", good).await?;
+    assert_eq!((code, warnings), (201, Vec::<String>::new()));
     s.stop().await
+}
+
+/// POSTs `body` and returns the status code and the `Warning` headers.
+async fn post_with_warnings(c: &Client, path: &str, body: Value) -> Result<(u16, Vec<String>)> {
+    let req = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(serde_json::to_vec(&body)?))?;
+    let resp = c.send(req).await?;
+    let warnings = resp
+        .headers()
+        .get_all(http::header::WARNING)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    Ok((resp.status().as_u16(), warnings))
 }
 
 /// What `/record` saw: `<operation> <name> old=<oldObject name> object=<set|null>`.
@@ -865,6 +918,7 @@ async fn serve_webhook(dir: &Path) -> Result<(u16, String)> {
                             use base64::Engine;
                             let patch = json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}]);
                             json!({"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                                "warnings": ["labelled by the test webhook"],
                                 "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string())})
                         }
                         "/scale" => {
@@ -959,6 +1013,11 @@ async fn admission_webhooks_mutate_deny_and_fail() -> Result<()> {
         |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
     let made = create(&s.admin, "/api/v1/namespaces/wh/configmaps", cm("ok")).await?;
     assert_eq!(made["metadata"]["labels"]["mutated"], "yes");
+    // The webhook's warnings reach the client as Warning headers.
+    let (code, warnings) =
+        post_with_warnings(&s.admin, "/api/v1/namespaces/wh/configmaps", cm("ok2")).await?;
+    assert_eq!(code, 201);
+    assert_eq!(warnings, ["299 - \"labelled by the test webhook\""]);
     let (code, msg) = api_err(
         post(&s.admin, "/api/v1/namespaces/wh/configmaps", cm("deny-me"))
             .await

@@ -53,9 +53,23 @@ pub struct Attributes<'a> {
     pub operation: Operation,
     pub old: Option<&'a Value>,
     pub dry_run: bool,
+    /// Warnings for the client (`Warning: 299 - "..."` headers), from PodSecurity's warn
+    /// mode and webhooks.
+    pub warnings: &'a std::sync::Mutex<Vec<String>>,
 }
 
 impl Attributes<'_> {
+    /// Adds a warning for the client (each text once).
+    pub fn warn(&self, text: String) {
+        let mut w = match self.warnings.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !w.contains(&text) {
+            w.push(text);
+        }
+    }
+
     /// `pods "x" is forbidden: <message>` for this object.
     pub fn forbidden(&self, obj: &Value, message: String) -> Error {
         Error::Forbidden {
@@ -157,7 +171,7 @@ pub async fn admit(state: &Arc<ApiState>, a: &Attributes<'_>, obj: &mut Value) -
     if enabled("NodeRestriction") {
         node_restriction::admit(state, a, obj).await?;
     }
-    if enabled("PodSecurity") && pod {
+    if enabled("PodSecurity") && a.subresource.is_empty() {
         pod_security::validate(state, a, obj).await?;
     }
     if enabled("LimitRanger") && pod && a.operation == Operation::Create {
@@ -225,13 +239,13 @@ impl<'a> WriteRequest<'a> {
     }
 
     /// Admits `obj` as a create (`old` = None) or as an update of `old`, after the
-    /// strategy's defaults.
+    /// strategy's defaults; returns the warnings for the client.
     pub async fn admit(
         &self,
         state: &Arc<ApiState>,
         old: Option<&Value>,
         obj: &mut Value,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         self.store.info.strategy.default(obj);
         self.admit_as_is(state, old, obj).await
     }
@@ -243,27 +257,36 @@ impl<'a> WriteRequest<'a> {
         state: &Arc<ApiState>,
         old: Option<&Value>,
         obj: &mut Value,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let op = if old.is_some() {
             Operation::Update
         } else {
             Operation::Create
         };
-        admit(state, &self.attributes(op, old), obj).await
+        let warnings = std::sync::Mutex::new(Vec::new());
+        admit(state, &self.attributes(op, old, &warnings), obj).await?;
+        Ok(warnings.into_inner().unwrap_or_default())
     }
 
     /// Admits the delete of `old` (the stored object).
     pub async fn admit_delete(&self, state: &Arc<ApiState>, old: &Value) -> Result<()> {
+        let warnings = std::sync::Mutex::new(Vec::new());
         admit(
             state,
-            &self.attributes(Operation::Delete, Some(old)),
+            &self.attributes(Operation::Delete, Some(old), &warnings),
             &mut Value::Null,
         )
         .await
     }
 
-    fn attributes<'b>(&'b self, operation: Operation, old: Option<&'b Value>) -> Attributes<'b> {
+    fn attributes<'b>(
+        &'b self,
+        operation: Operation,
+        old: Option<&'b Value>,
+        warnings: &'b std::sync::Mutex<Vec<String>>,
+    ) -> Attributes<'b> {
         Attributes {
+            warnings,
             user: self.user,
             resource: &self.store.info,
             subresource: subresource_name(self.subresource),
@@ -287,7 +310,7 @@ pub async fn admit_write(
     name: Option<&str>,
     dry_run: bool,
     obj: &mut Value,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let old = match name {
         Some(n) => match store.get_value(namespace, n).await {
             Ok(v) => Some(v),

@@ -1,5 +1,9 @@
-//! PodSecurity: the baseline and restricted Pod Security Standards, enforced per namespace
-//! through the `pod-security.kubernetes.io/enforce` label, with upstream's messages.
+//! PodSecurity: the baseline and restricted Pod Security Standards per namespace, with
+//! upstream's messages: `pod-security.kubernetes.io/enforce` refuses pods that violate its
+//! level; `pod-security.kubernetes.io/warn` lets them in with a warning
+//! (`would violate PodSecurity "restricted:latest": ...`), and warns of workloads (Deployments,
+//! ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs, ReplicationControllers,
+//! PodTemplates) whose pod template would violate it, as upstream does.
 
 use serde_json::Value;
 
@@ -9,6 +13,44 @@ use crate::handlers::ApiState;
 
 const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 const ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
+const WARN: &str = "pod-security.kubernetes.io/warn";
+const WARN_VERSION: &str = "pod-security.kubernetes.io/warn-version";
+
+/// The pod a write stands for: the pod itself, or a workload's pod template (as a pod with
+/// the template's metadata and spec); `None` for other kinds.
+fn pod_of(a: &Attributes<'_>, obj: &Value) -> Option<(Value, bool)> {
+    let template = match (a.resource.group, a.resource.plural) {
+        ("", "pods") => return Some((obj.clone(), true)),
+        ("", "podtemplates") => obj.get("template"),
+        ("", "replicationcontrollers")
+        | ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets")
+        | ("batch", "jobs") => obj.pointer("/spec/template"),
+        ("batch", "cronjobs") => obj.pointer("/spec/jobTemplate/spec/template"),
+        _ => return None,
+    }?;
+    Some((
+        serde_json::json!({
+            "metadata": template.get("metadata").cloned().unwrap_or(Value::Null),
+            "spec": template.get("spec").cloned().unwrap_or(Value::Null),
+        }),
+        false,
+    ))
+}
+
+fn level_of(s: &str) -> Level {
+    match s {
+        "privileged" => Level::Privileged,
+        "baseline" => Level::Baseline,
+        _ => Level::Restricted,
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Baseline => "baseline",
+        _ => "restricted",
+    }
+}
 
 const BASELINE_CAPS: &[&str] = &[
     "AUDIT_WRITE",
@@ -429,10 +471,21 @@ fn significant_update(pod: &Value, old: &Value) -> bool {
     false
 }
 
-/// Refuses a pod that violates its namespace's enforced level.
-pub async fn validate(state: &ApiState, a: &Attributes<'_>, pod: &Value) -> Result<()> {
-    if a.operation == Operation::Update && a.old.is_some_and(|old| !significant_update(pod, old)) {
+/// Refuses a pod that violates its namespace's enforced level; warns of a pod or workload
+/// template that violates its warn level.
+pub async fn validate(state: &ApiState, a: &Attributes<'_>, obj: &Value) -> Result<()> {
+    let Some((pod, is_pod)) = pod_of(a, obj) else {
         return Ok(());
+    };
+    if a.operation == Operation::Update {
+        let unchanged = match a.old {
+            Some(old) if is_pod => !significant_update(&pod, old),
+            Some(old) => pod_of(a, old).is_some_and(|(o, _)| o == pod),
+            None => false,
+        };
+        if unchanged {
+            return Ok(());
+        }
     }
     let Some(ns_store) = store_of(state, "", "namespaces") else {
         return Ok(());
@@ -448,30 +501,36 @@ pub async fn validate(state: &ApiState, a: &Attributes<'_>, pod: &Value) -> Resu
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    let Some(level_s) = label(ENFORCE) else {
-        return Ok(());
-    };
-    let level = match level_s.as_str() {
-        "privileged" => Level::Privileged,
-        "baseline" => Level::Baseline,
-        _ => Level::Restricted,
-    };
-    let version = label(ENFORCE_VERSION).unwrap_or_else(|| "latest".into());
-    let v = violations(pod, level);
-    if v.is_empty() {
-        return Ok(());
+    if is_pod {
+        if let Some(level_s) = label(ENFORCE) {
+            let level = level_of(&level_s);
+            let version = label(ENFORCE_VERSION).unwrap_or_else(|| "latest".into());
+            let v = violations(&pod, level);
+            if !v.is_empty() {
+                return Err(a.forbidden(
+                    obj,
+                    format!(
+                        "violates PodSecurity \"{}:{version}\": {}",
+                        level_name(level),
+                        v.join(", ")
+                    ),
+                ));
+            }
+        }
     }
-    let shown = match level {
-        Level::Baseline => "baseline",
-        _ => "restricted",
-    };
-    Err(a.forbidden(
-        pod,
-        format!(
-            "violates PodSecurity \"{shown}:{version}\": {}",
-            v.join(", ")
-        ),
-    ))
+    if let Some(level_s) = label(WARN) {
+        let level = level_of(&level_s);
+        let version = label(WARN_VERSION).unwrap_or_else(|| "latest".into());
+        let v = violations(&pod, level);
+        if !v.is_empty() {
+            a.warn(format!(
+                "would violate PodSecurity \"{}:{version}\": {}",
+                level_name(level),
+                v.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -376,6 +376,10 @@ pub async fn call(
                     "failed calling webhook {name:?}: {e}"
                 )));
             }
+            // Upstream hands a webhook's warnings to the client as Warning headers.
+            for w in crate::object::strings(response.get("warnings")) {
+                a.warn(w);
+            }
             if response.get("allowed").and_then(Value::as_bool) != Some(true) {
                 return Err(denied(name, &response));
             }

@@ -684,18 +684,20 @@ async fn resource(
             let user = crate::auth::request_user(&req);
             let body = read_body(req).await?;
             let mut obj = decode_object(&ct, &body, Expected::of(&store, sub))?;
-            let warnings = field_validation(&store, q, &obj)?;
-            crate::admission::admit_write(
-                state,
-                &user,
-                &store,
-                None,
-                &ns,
-                None,
-                opts.dry_run,
-                &mut obj,
-            )
-            .await?;
+            let mut warnings = field_validation(&store, q, &obj)?;
+            warnings.extend(
+                crate::admission::admit_write(
+                    state,
+                    &user,
+                    &store,
+                    None,
+                    &ns,
+                    None,
+                    opts.dry_run,
+                    &mut obj,
+                )
+                .await?,
+            );
             let b = store.create(&ns, obj, &opts).await?;
             let r = json_response(
                 if opts.dry_run {
@@ -719,18 +721,20 @@ async fn resource(
                 let w = crate::admission::WriteRequest::new(&user, &store, sub, &ns, opts.dry_run);
                 return update_scale(state, &w, &name, obj, &opts).await;
             }
-            let warnings = field_validation(&store, q, &obj)?;
-            crate::admission::admit_write(
-                state,
-                &user,
-                &store,
-                sub,
-                &ns,
-                Some(&name),
-                opts.dry_run,
-                &mut obj,
-            )
-            .await?;
+            let mut warnings = field_validation(&store, q, &obj)?;
+            warnings.extend(
+                crate::admission::admit_write(
+                    state,
+                    &user,
+                    &store,
+                    sub,
+                    &ns,
+                    Some(&name),
+                    opts.dry_run,
+                    &mut obj,
+                )
+                .await?,
+            );
             let b = store.update(&ns, &name, obj, sub, &opts).await?;
             Ok(with_warnings(json_response(StatusCode::OK, b), &warnings))
         }
@@ -891,12 +895,12 @@ async fn patch(
         let old = store.get_value(ns, name).await?;
         let mut new = old.clone();
         apply_patch(kind, &mut new, &patch, patch_schema(store, sub))?;
-        let warnings = field_validation(store, q, &new)?;
+        let mut warnings = field_validation(store, q, &new)?;
         if !precondition {
             let rv = object::meta_str(&old, "resourceVersion").to_string();
             object::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(rv));
         }
-        w.admit(state, Some(&old), &mut new).await?;
+        warnings.extend(w.admit(state, Some(&old), &mut new).await?);
         match store.update(ns, name, new, sub, opts).await {
             Ok(b) => return Ok(with_warnings(json_response(StatusCode::OK, b), &warnings)),
             // Someone wrote in between: patch (and admit) the newer object.
@@ -976,7 +980,8 @@ async fn server_side_apply(
             if !ns.is_empty() {
                 object::meta_mut(&mut new).insert("namespace".into(), json!(ns));
             }
-            w.admit(state, None, &mut new).await?;
+            let mut warnings = warnings.clone();
+            warnings.extend(w.admit(state, None, &mut new).await?);
             return match store.create(ns, new, &write).await {
                 Ok(b) => Ok(with_warnings(
                     json_response(
@@ -996,7 +1001,8 @@ async fn server_side_apply(
         };
         let rv = object::meta_str(&old, "resourceVersion").to_string();
         object::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(rv));
-        w.admit(state, Some(&old), &mut new).await?;
+        let mut warnings = warnings.clone();
+        warnings.extend(w.admit(state, Some(&old), &mut new).await?);
         match store.update(ns, name, new, sub, &write).await {
             Ok(b) => return Ok(with_warnings(json_response(StatusCode::OK, b), &warnings)),
             Err(Error::Conflict { .. }) => continue,
