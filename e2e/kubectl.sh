@@ -712,6 +712,9 @@ scenario "server-side apply: create, no-op, conflicts, --force-conflicts, moving
 
 new_ns $NS
 expect 0 "deployment.apps/applied serverside-applied" k apply --server-side -n $NS -f $TD/deployment-apply.yaml
+# The deployment controller writes the status (and the revision annotation) after the create;
+# the no-op check below compares resourceVersions once it has settled.
+expect 0 "deployment.apps/applied condition met" k wait -n $NS deploy/applied --for=jsonpath='{.status.replicas}'=2 --timeout=60s
 ssa_rv=$(k get -n $NS deploy applied -o 'jsonpath={.metadata.resourceVersion}')
 expect 0 "deployment.apps/applied serverside-applied" k apply --server-side -n $NS -f $TD/deployment-apply.yaml
 expect 0 "$ssa_rv" k get -n $NS deploy applied -o 'jsonpath={.metadata.resourceVersion}'
