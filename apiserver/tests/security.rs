@@ -820,7 +820,7 @@ async fn admission_plugins() -> Result<()> {
         warnings.len() == 1 && warnings[0].contains("would violate PodSecurity"),
         "{warnings:?}"
     );
-    let mut good = good;
+
     good["metadata"]["name"] = json!("good2");
     let (code, warnings) =
         post_with_warnings(&s.admin, "/api/v1/namespaces/ps2/pods", good).await?;
