@@ -1166,6 +1166,192 @@ expect 1 "Error from server (NotFound): the server could not find the requested 
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-dir
+scenario "apply -f a directory: deployment, service, configmap, a CRD and its custom resources"
+
+new_ns $NS
+# As upstream: kubectl maps every object before it applies any, so on the first try the
+# custom resources of a CRD created in the same run have no mapping yet; everything else is
+# applied. The second run creates them; the third changes nothing.
+expect_re 1 'customresourcedefinition\.apiextensions\.k8s\.io/widgets\.app\.example\.com created
+configmap/x created
+deployment\.apps/web created
+service/web created
+resource mapping not found for name: "small" namespace: "" from "e2e/testdata/app/1-widgets\.yaml": no matches for kind "Widget" in version "app\.example\.com/v1"
+ensure CRDs are installed first
+resource mapping not found for name: "large" namespace: "" from "e2e/testdata/app/1-widgets\.yaml": no matches for kind "Widget" in version "app\.example\.com/v1"
+ensure CRDs are installed first$' k apply -n $NS -f $TD/app
+expect 0 "customresourcedefinition.apiextensions.k8s.io/widgets.app.example.com unchanged
+widget.app.example.com/small created
+widget.app.example.com/large created
+configmap/x unchanged
+deployment.apps/web unchanged
+service/web unchanged" k apply -n $NS -f $TD/app
+expect 0 "customresourcedefinition.apiextensions.k8s.io/widgets.app.example.com unchanged
+widget.app.example.com/small unchanged
+widget.app.example.com/large unchanged
+configmap/x unchanged
+deployment.apps/web unchanged
+service/web unchanged" k apply -n $NS -f $TD/app
+# A CRD with printer columns gets exactly those (no default AGE), as upstream.
+expect_re 0 '^NAME +SIZE
+large +10
+small +1$' k get -n $NS widgets
+expect 0 'customresourcedefinition.apiextensions.k8s.io "widgets.app.example.com" deleted' k delete crd widgets.app.example.com
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+NS=e2e-views
+scenario "get all, --show-labels, -o wide, --sort-by, describe"
+
+new_ns $NS
+expect 0 "deployment.apps/web created" kcreate -n $NS -f $TD/deployment.yaml
+expect 0 "service/web created" kcreate -n $NS -f $TD/service.yaml
+for p in c a b; do
+    sed -e "s/name: web/name: $p/" $TD/pod.yaml >"$TMP/pod-$p.yaml"
+    expect 0 "pod/$p created" kcreate -n $NS -f "$TMP/pod-$p.yaml"
+done
+wait_for 30 bash -c "[[ \$(\"$KUBECTL\" --kubeconfig \"$KUBECONFIG_FILE\" get -n $NS pods -l pod-template-hash -o name | wc -l) -eq 2 ]]"
+expect_re 0 '^NAME +READY +STATUS +RESTARTS +AGE
+pod/a +0/1 +Pending +0 +[0-9]+[smhd]
+pod/b +0/1 +Pending +0 +[0-9]+[smhd]
+pod/c +0/1 +Pending +0 +[0-9]+[smhd]
+pod/web-[a-z0-9]+-[a-z0-9]+ +0/1 +Pending +0 +[0-9]+[smhd]
+pod/web-[a-z0-9]+-[a-z0-9]+ +0/1 +Pending +0 +[0-9]+[smhd]
+
+NAME +TYPE +CLUSTER-IP +EXTERNAL-IP +PORT\(S\) +AGE
+service/web +ClusterIP +10\.[0-9.]+ +<none> +80/TCP +[0-9]+[smhd]
+
+NAME +READY +UP-TO-DATE +AVAILABLE +AGE
+deployment\.apps/web +0/2 +2 +0 +[0-9]+[smhd]
+
+NAME +DESIRED +CURRENT +READY +AGE
+replicaset\.apps/web-[a-z0-9]+ +2 +2 +0 +[0-9]+[smhd]$' k get all -n $NS
+expect_re 0 '^NAME +READY +STATUS +RESTARTS +AGE +LABELS
+a +0/1 +Pending +0 +[0-9]+[smhd] +app=web$' k get -n $NS pod a --show-labels
+expect_re 0 '^NAME +READY +STATUS +RESTARTS +AGE +IP +NODE +NOMINATED NODE +READINESS GATES
+a +0/1 +Pending +0 +[0-9]+[smhd] +<none> +<none> +<none> +<none>$' k get -n $NS pod a -o wide
+expect_re 0 '^NAME +READY +UP-TO-DATE +AVAILABLE +AGE +CONTAINERS +IMAGES +SELECTOR
+web +0/2 +2 +0 +[0-9]+[smhd] +web +busybox:1\.36 +app=web$' k get -n $NS deploy -o wide
+expect 0 "pod/a
+pod/b
+pod/c" k get -n $NS pods a b c --sort-by=.metadata.name -o name
+expect 0 "pod/c
+pod/b
+pod/a" k get -n $NS pods c b a --sort-by=.metadata.creationTimestamp -o name
+expect_re 0 '^Name: +web
+Namespace: +e2e-views
+CreationTimestamp: .*
+Labels: +app=web
+Annotations: +deployment\.kubernetes\.io/revision: 1
+Selector: +app=web
+Replicas: +2 desired \| 2 updated \| 2 total \| 0 available \| 2 unavailable
+StrategyType: +RollingUpdate
+MinReadySeconds: +0
+RollingUpdateStrategy: +25% max unavailable, 25% max surge
+Pod Template:
+.*
+Conditions:
+  Type +Status +Reason
+  ---- +------ +------
+  Available +False +MinimumReplicasUnavailable
+  Progressing +True +ReplicaSetUpdated
+OldReplicaSets: +<none>
+NewReplicaSet: +web-[a-z0-9]+ \(2/2 replicas created\)
+Events:
+  Type +Reason +Age +From +Message
+  ---- +------ +---- +---- +-------
+  Normal +ScalingReplicaSet +[0-9]+[smhd] +deployment-controller +Scaled up replica set web-[a-z0-9]+ from 0 to 2$' k describe -n $NS deploy web
+expect_re 0 '^Name: +web
+Namespace: +e2e-views
+Labels: +app=web
+Annotations: +<none>
+Selector: +app=web
+Type: +ClusterIP
+IP Family Policy: +SingleStack
+IP Families: +IPv4
+IP: +10\.[0-9.]+
+IPs: +10\.[0-9.]+
+Port: +http +80/TCP
+TargetPort: +8080/TCP
+Endpoints: +
+Session Affinity: +None
+Internal Traffic Policy: +Cluster
+Events: +<none>$' k describe -n $NS svc web
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+NS=e2e-workflow
+scenario "rollout history|pause|resume, taint, create token, delete --cascade and --grace-period"
+
+new_ns $NS
+expect 0 "deployment.apps/web created" kcreate -n $NS -f $TD/deployment.yaml
+expect 0 "deployment.apps/web image updated" k set image -n $NS deploy/web web=busybox:1.37
+expect_re 0 '^deployment\.apps/web 
+REVISION  CHANGE-CAUSE
+1         <none>
+2         <none>$' k rollout history -n $NS deploy/web
+expect_re 0 '^deployment\.apps/web with revision #2
+Pod Template:
+  Labels:	app=web
+	pod-template-hash=[a-z0-9]+
+  Containers:
+   web:
+    Image:	busybox:1\.37' k rollout history -n $NS deploy/web --revision=2
+expect 0 "deployment.apps/web paused" k rollout pause -n $NS deploy/web
+expect 0 "true DeploymentPaused" k get -n $NS deploy web -o 'jsonpath={.spec.paused} {.status.conditions[?(@.type=="Progressing")].reason}'
+expect 0 "deployment.apps/web image updated" k set image -n $NS deploy/web web=busybox:1.38
+expect 0 "2" k get -n $NS rs -l app=web -o go-template='{{len .items}}'
+expect 1 'error: deployments.apps "web" is already paused' k rollout pause -n $NS deploy/web
+expect 0 "deployment.apps/web resumed" k rollout resume -n $NS deploy/web
+wait_for 30 bash -c "[[ \$(\"$KUBECTL\" --kubeconfig \"$KUBECONFIG_FILE\" get -n $NS rs -l app=web -o name | wc -l) -eq 3 ]]"
+expect 1 'error: deployments.apps "web" is not paused' k rollout resume -n $NS deploy/web
+expect_re 0 'REVISION  CHANGE-CAUSE
+1         <none>
+2         <none>
+3         <none>' k rollout history -n $NS deploy/web
+
+sed -e 's/e2e-cordon-node/e2e-taint-node/' $TD/node.yaml >"$TMP/node-taint.yaml"
+expect 0 "node/e2e-taint-node created" kcreate -f "$TMP/node-taint.yaml"
+expect 0 "node/e2e-taint-node tainted" k taint nodes e2e-taint-node dedicated=gpu:NoSchedule
+expect 1 "error: node e2e-taint-node already has dedicated taint(s) with same effect(s) and --overwrite is false" k taint nodes e2e-taint-node dedicated=gpu:NoSchedule
+expect 0 "node/e2e-taint-node modified" k taint nodes e2e-taint-node dedicated=cpu:NoSchedule --overwrite
+expect 0 'dedicated=cpu:NoSchedule' k get node e2e-taint-node -o 'jsonpath={range .spec.taints[*]}{.key}={.value}:{.effect}{end}'
+expect 0 "node/e2e-taint-node untainted" k taint nodes e2e-taint-node dedicated:NoSchedule-
+expect 1 'error: taint "dedicated:NoSchedule" not found' k taint nodes e2e-taint-node dedicated:NoSchedule-
+expect 0 'node "e2e-taint-node" deleted' k delete node e2e-taint-node
+
+expect 0 "serviceaccount/robot created" k create sa -n $NS robot
+expect_re 0 '^eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' k create token -n $NS robot --duration=10m
+expect 1 'error: failed to create token: serviceaccounts "nope" not found' k create token -n $NS nope
+
+expect 0 'deployment.apps "web" deleted' k delete -n $NS deploy web --cascade=orphan
+expect 0 "3" k get -n $NS rs -l app=web -o go-template='{{len .items}}'
+wait_for 30 bash -c "[[ -z \$(\"$KUBECTL\" --kubeconfig \"$KUBECONFIG_FILE\" get -n $NS rs -l app=web -o jsonpath='{.items[*].metadata.ownerReferences}') ]]"
+expect 0 "" k get -n $NS rs -l app=web -o jsonpath='{.items[*].metadata.ownerReferences}'
+expect_re 0 'replicaset\.apps "web-[a-z0-9]+" deleted' k delete -n $NS rs -l app=web --cascade=foreground
+sed -e "s/name: web/name: quick/" $TD/pod.yaml >"$TMP/pod-quick.yaml"
+expect 0 "pod/quick created" kcreate -n $NS -f "$TMP/pod-quick.yaml"
+expect 0 'Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.
+pod "quick" force deleted' k delete -n $NS pod quick --grace-period=0 --force
+expect 1 'Error from server (NotFound): pods "quick" not found' k get -n $NS pod quick
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
+scenario "explain from the protobuf /openapi/v2"
+
+expect 0 "KIND:     Deployment
+VERSION:  apps/v1
+
+FIELD:    replicas <integer>
+
+DESCRIPTION:
+     Number of desired pods. This is a pointer to distinguish between explicit
+     zero and not specified. Defaults to 1." k explain deployment.spec.replicas --output=plaintext-openapiv2
+expect_re 0 'FIELDS:
+   containerPort	<integer> -required-' k explain pods.spec.containers.ports --output=plaintext-openapiv2
+
+# ---------------------------------------------------------------------------------------
 echo
 if ((FAILED > 0)); then
     echo "failed checks:"

@@ -452,10 +452,22 @@ impl Collector {
         by_uid: &HashMap<&str, &Item>,
         has_dependents: bool,
     ) -> anyhow::Result<()> {
+        // Decide on the object as it is now, not as the cache last saw it (upstream's
+        // attemptToDeleteItem reads it live): an owner deleted with `--cascade=orphan` has
+        // just removed its reference, and the cached copy would still name it.
+        let Some(live) = self.item_api(it).get_metadata_opt(&it.name).await? else {
+            return Ok(());
+        };
+        if live.metadata.uid.as_deref() != Some(it.uid.as_str()) {
+            return Ok(());
+        }
+        let owners = live.metadata.owner_references.clone().unwrap_or_default();
+        let finalizers = live.metadata.finalizers.clone().unwrap_or_default();
+        let has_finalizer = |f: &str| finalizers.iter().any(|x| x == f);
         let mut solid = 0;
         let mut gone: Vec<&str> = Vec::new();
         let mut waiting = 0;
-        for o in &it.owners {
+        for o in &owners {
             match self.owner_state(it, o, by_uid).await? {
                 OwnerState::Solid => solid += 1,
                 OwnerState::Dangling => gone.push(&o.uid),
@@ -476,19 +488,21 @@ impl Collector {
         }
         let policy = if waiting > 0 && has_dependents {
             Some(kube::api::PropagationPolicy::Foreground)
-        } else if it.has_finalizer(ORPHAN) {
+        } else if has_finalizer(ORPHAN) {
             Some(kube::api::PropagationPolicy::Orphan)
-        } else if it.has_finalizer(FOREGROUND) {
+        } else if has_finalizer(FOREGROUND) {
             Some(kube::api::PropagationPolicy::Foreground)
         } else {
             Some(kube::api::PropagationPolicy::Background)
         };
         tracing::info!(namespace = ?it.namespace, name = %it.name, kind = %it.resource.ar.kind,
             ?policy, "garbage collector deletes object whose owners are gone");
+        // The resourceVersion read above is a precondition too: if the object changed since
+        // (its references removed), the delete fails with 409 and is reconsidered.
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(it.uid.clone()),
-                resource_version: None,
+                resource_version: live.metadata.resource_version.clone(),
             }),
             propagation_policy: policy,
             ..DeleteParams::default()
@@ -498,30 +512,44 @@ impl Collector {
 
     /// Drops the owner references with the given uids from `it` (read live, written with
     /// its resourceVersion so a concurrent change is not lost).
+    ///
+    /// A write that loses a race (409: the object's controller updated it meanwhile) is done
+    /// again on the newer object: an owner being orphaned must not go while a dependent
+    /// still names it, or the dependent would be collected as dangling.
     async fn remove_owner_refs(&self, it: &Item, uids: &[&str]) -> anyhow::Result<()> {
         let api = self.item_api(it);
-        let Some(live) = api.get_metadata_opt(&it.name).await? else {
-            return Ok(());
-        };
-        if live.metadata.uid.as_deref() != Some(it.uid.as_str()) {
-            return Ok(());
-        }
-        let refs = live.metadata.owner_references.unwrap_or_default();
-        let kept: Vec<&OwnerReference> = refs
-            .iter()
-            .filter(|o| !uids.contains(&o.uid.as_str()))
-            .collect();
-        if kept.len() == refs.len() {
-            return Ok(());
-        }
-        let patch = json!({"metadata": {
-            "resourceVersion": live.metadata.resource_version,
-            "ownerReferences": if kept.is_empty() { serde_json::Value::Null } else { json!(kept) },
-        }});
-        ignore_gone(
-            api.patch(&it.name, &PatchParams::default(), &Patch::Merge(&patch))
+        for _ in 0..REF_REMOVAL_ATTEMPTS {
+            let Some(live) = api.get_metadata_opt(&it.name).await? else {
+                return Ok(());
+            };
+            if live.metadata.uid.as_deref() != Some(it.uid.as_str()) {
+                return Ok(());
+            }
+            let refs = live.metadata.owner_references.unwrap_or_default();
+            let kept: Vec<&OwnerReference> = refs
+                .iter()
+                .filter(|o| !uids.contains(&o.uid.as_str()))
+                .collect();
+            if kept.len() == refs.len() {
+                return Ok(());
+            }
+            let patch = json!({"metadata": {
+                "resourceVersion": live.metadata.resource_version,
+                "ownerReferences": if kept.is_empty() { serde_json::Value::Null } else { json!(kept) },
+            }});
+            match api
+                .patch(&it.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map(|_| ()),
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!(
+            "removing owner references from {}: too many conflicting writes",
+            it.name
         )
     }
 
@@ -561,6 +589,9 @@ impl Collector {
 
 /// A 404 (already gone) or 409 (changed meanwhile; the next round sees the new state) is
 /// not a failure.
+/// How often removing owner references is tried again after a conflict.
+const REF_REMOVAL_ATTEMPTS: usize = 10;
+
 fn ignore_gone(r: Result<(), kube::Error>) -> anyhow::Result<()> {
     match r {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

@@ -215,6 +215,8 @@ async fn garbage_collector_background_foreground_orphan() -> Result<()> {
     wait_for("foreground owner deleted", 20, || gone(&cms, "fg-owner")).await?;
 
     // Orphan: the dependents survive without the owner reference, then the owner goes.
+    // Several dependents, so that a collector acting on its cached (still owned) copies
+    // after the owner is gone would delete some.
     let owner = configmap(&cms, "or-owner", vec![]).await?;
     let uid = owner.uid().context("uid")?;
     configmap(
@@ -223,6 +225,14 @@ async fn garbage_collector_background_foreground_orphan() -> Result<()> {
         vec![owner_ref("ConfigMap", "v1", "or-owner", &uid, true)],
     )
     .await?;
+    for i in 0..40 {
+        configmap(
+            &cms,
+            &format!("or-dep-{i}"),
+            vec![owner_ref("ConfigMap", "v1", "or-owner", &uid, true)],
+        )
+        .await?;
+    }
     cms.delete(
         "or-owner",
         &DeleteParams {
@@ -232,9 +242,32 @@ async fn garbage_collector_background_foreground_orphan() -> Result<()> {
     )
     .await?;
     wait_for("orphaning owner deleted", 20, || gone(&cms, "or-owner")).await?;
-    let dep = cms.get("or-dep").await?;
-    assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
-    assert!(dep.metadata.deletion_timestamp.is_none());
+    // A later background deletion completing shows the collector has looked again since.
+    let later = configmap(&cms, "later-owner", vec![]).await?;
+    let later_uid = later.uid().context("uid")?;
+    configmap(
+        &cms,
+        "later-dep",
+        vec![owner_ref(
+            "ConfigMap",
+            "v1",
+            "later-owner",
+            &later_uid,
+            true,
+        )],
+    )
+    .await?;
+    cms.delete("later-owner", &DeleteParams::background())
+        .await?;
+    wait_for("later dependent collected", 20, || gone(&cms, "later-dep")).await?;
+    for name in std::iter::once("or-dep".to_string()).chain((0..40).map(|i| format!("or-dep-{i}"))) {
+        let dep = cms
+            .get(&name)
+            .await
+            .with_context(|| format!("orphan {name} was deleted"))?;
+        assert!(dep.metadata.owner_references.unwrap_or_default().is_empty());
+        assert!(dep.metadata.deletion_timestamp.is_none());
+    }
     Ok(())
 }
 

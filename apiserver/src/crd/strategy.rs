@@ -1,7 +1,7 @@
 //! The CustomResourceDefinition kind: defaulting, validation, and the status the API server
 //! keeps (`acceptedNames`, `storedVersions`, conditions NamesAccepted and Established).
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::CLEANUP_FINALIZER;
 use crate::object;
@@ -72,11 +72,8 @@ impl Strategy for CrdStrategy {
                 set_default(names, "listKind", json!(format!("{kind}List")));
             }
         }
-        if let Some(versions) = spec.get_mut("versions").and_then(Value::as_array_mut) {
-            for v in versions.iter_mut().filter_map(Value::as_object_mut) {
-                default_columns(v);
-            }
-        }
+        // Printer columns keep what was sent: upstream's `priority` is omitempty, so a
+        // defaulted 0 never shows (and a second `kubectl apply` of the CRD is a no-op).
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
@@ -102,18 +99,6 @@ impl Strategy for CrdStrategy {
 
     fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
         super::validation::validate_update(new, old)
-    }
-}
-
-/// Upstream defaults a printer column's priority to 0.
-fn default_columns(version: &mut Map<String, Value>) {
-    if let Some(cols) = version
-        .get_mut("additionalPrinterColumns")
-        .and_then(Value::as_array_mut)
-    {
-        for c in cols.iter_mut().filter_map(Value::as_object_mut) {
-            set_default(c, "priority", json!(0));
-        }
     }
 }
 

@@ -25,6 +25,7 @@ use crate::watch_cache::Filter;
 
 pub mod discovery;
 pub mod openapi;
+mod openapi_pb;
 pub mod proxy;
 pub mod watch;
 
@@ -179,16 +180,31 @@ async fn non_resource(
             Ok(text_response(StatusCode::OK, "ok"))
         }
         "/openapi/v2" => {
-            // Only JSON is served: a client asking for the protobuf form alone gets 406.
-            if !(accept.is_empty() || accept.contains("json") || accept.contains("*/*")) {
-                return Err(Error::NotAcceptable(
-                    "only the following media types are accepted: application/json".into(),
-                ));
+            // JSON, or gnostic's protobuf form (what client-go's OpenAPISchema asks for), in
+            // the order the client lists them.
+            let pb = accept.find("com.github.proto-openapi.spec.v2");
+            let json = accept.find("json").or_else(|| accept.find("*/*"));
+            match (pb, json) {
+                (Some(p), j) if j.is_none_or(|j| p < j) => {
+                    let mut r = Response::new(full(state.openapi_v2.protobuf().to_vec()));
+                    // Upstream answers both request forms with the dotted one: Go's
+                    // mime.ParseMediaType refuses the `@`.
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(
+                            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                        ),
+                    );
+                    Ok(r)
+                }
+                (None, None) if !accept.is_empty() => Err(Error::NotAcceptable(
+                    "only the following media types are accepted: application/json, application/com.github.proto-openapi.spec.v2@v1.0+protobuf".into(),
+                )),
+                _ => Ok(json_response(
+                    StatusCode::OK,
+                    state.openapi_v2.text().to_string(),
+                )),
             }
-            Ok(json_response(
-                StatusCode::OK,
-                state.openapi_v2.text().to_string(),
-            ))
         }
         "/openapi/v3" => Ok(json_response(
             StatusCode::OK,

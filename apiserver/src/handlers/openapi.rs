@@ -234,6 +234,7 @@ pub struct OpenApiV2 {
     paths: serde_json::Map<String, Value>,
     kinds: Vec<(&'static str, &'static str, &'static str)>,
     text: OnceLock<String>,
+    protobuf: OnceLock<Vec<u8>>,
 }
 
 impl OpenApiV2 {
@@ -251,6 +252,7 @@ impl OpenApiV2 {
             paths,
             kinds: kinds(&all),
             text: OnceLock::new(),
+            protobuf: OnceLock::new(),
         }
     }
 
@@ -262,6 +264,16 @@ impl OpenApiV2 {
                 r#"{{"swagger":"2.0","info":{{"title":"Kubernetes","version":"{VERSION}"}},"paths":{},"definitions":{{{definitions}}}}}"#,
                 Value::Object(self.paths.clone())
             )
+        })
+    }
+}
+
+impl OpenApiV2 {
+    /// `/openapi/v2` as gnostic's `openapi.v2.Document`.
+    pub fn protobuf(&self) -> &[u8] {
+        self.protobuf.get_or_init(|| {
+            let doc: Value = serde_json::from_str(self.text()).unwrap_or(Value::Null);
+            super::openapi_pb::document(&doc)
         })
     }
 }
