@@ -260,7 +260,8 @@ async fn garbage_collector_background_foreground_orphan() -> Result<()> {
     cms.delete("later-owner", &DeleteParams::background())
         .await?;
     wait_for("later dependent collected", 20, || gone(&cms, "later-dep")).await?;
-    for name in std::iter::once("or-dep".to_string()).chain((0..40).map(|i| format!("or-dep-{i}"))) {
+    for name in std::iter::once("or-dep".to_string()).chain((0..40).map(|i| format!("or-dep-{i}")))
+    {
         let dep = cms
             .get(&name)
             .await
