@@ -1157,6 +1157,16 @@ VERSION: +v1
   spec	<Object>' k explain gizmos
 expect_re 0 'FIELD: replicas <integer>' k explain gizmo.spec.replicas
 expect_re 0 'FIELD: uid <string>' k explain gz.metadata.uid
+# The same from the protobuf /openapi/v2, where custom resources are too.
+expect_re 0 '^KIND: +Gizmo
+VERSION: +e2e\.example\.com/v1
+
+RESOURCE: spec <Object>
+.*
+FIELDS:
+   color	<string>
+
+   replicas	<integer>' k explain gizmo.spec --output=plaintext-openapiv2
 sed -e 's/name: g1/name: bad/' -e 's/replicas: 2/replicas: two/' $TD/gizmo.yaml >"$TMP/gizmo-bad.yaml"
 expect_re 1 'The Gizmo "bad" is invalid: spec\.replicas: Invalid value: "string": spec\.replicas in body must be of type integer: "string"' \
     k apply -n $NS -f "$TMP/gizmo-bad.yaml"

@@ -230,6 +230,8 @@ fn main() {
         .with(|s| s.transforms.clear())
         .into_generator();
     let roots = roots(&mut generator);
+    // No root kind reaches ListMeta; custom resource lists (and their documents) refer to it.
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>();
     let defs: BTreeMap<String, Value> = generator
         .definitions()
         .iter()

@@ -732,6 +732,51 @@ async fn openapi_documents(s: &TestServer) -> Result<()> {
             ["x-kubernetes-preserve-unknown-fields"],
         true
     );
+
+    // OpenAPI v2 has them too, in v2 form: `#/definitions/` references, ObjectMeta and
+    // ListMeta defined, the paths of every served version.
+    let v2 = get("/openapi/v2").await?;
+    let defs = &v2["definitions"];
+    let w = &defs["com.example.v1.Widget"];
+    assert_eq!(
+        w["x-kubernetes-group-version-kind"],
+        json!([{"group": "example.com", "version": "v1", "kind": "Widget"}])
+    );
+    assert_eq!(
+        w["properties"]["metadata"]["$ref"],
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    assert_eq!(
+        defs["com.example.v1.WidgetList"]["properties"]["items"]["items"]["$ref"],
+        "#/definitions/com.example.v1.Widget"
+    );
+    assert!(defs["io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"].is_object());
+    assert!(defs["com.example.v1beta1.Widget"].is_object());
+    assert!(
+        v2["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["get"]
+            .is_object()
+    );
+    // The protobuf form names them as well.
+    let req = http::Request::get("/openapi/v2")
+        .header(
+            "accept",
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        )
+        .body(Vec::new())?;
+    let resp = s.client.send(req.map(kube::client::Body::from)).await?;
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+    );
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await?
+        .to_bytes();
+    assert!(
+        body.windows(22).any(|w| w == b"com.example.v1.Widget\x12"),
+        "the protobuf document has no com.example.v1.Widget definition"
+    );
     Ok(())
 }
 
@@ -775,6 +820,11 @@ async fn crd_delete_removes_objects(s: &TestServer) -> Result<()> {
         s.get("/openapi/v3/apis/example.com/v1").await,
         Ok(Err((404, _, _)))
     ));
+    let v2 = s
+        .get("/openapi/v2")
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(v2["definitions"]["com.example.v1.Widget"].is_null());
     // A new CRD of the same name starts empty: the objects went with the old one.
     create_crd(s).await?;
     assert!(api.list(&ListParams::default()).await?.items.is_empty());

@@ -186,7 +186,8 @@ async fn non_resource(
             let json = accept.find("json").or_else(|| accept.find("*/*"));
             match (pb, json) {
                 (Some(p), j) if j.is_none_or(|j| p < j) => {
-                    let mut r = Response::new(full(state.openapi_v2.protobuf().to_vec()));
+                    let pb = state.openapi_v2.protobuf_with(&stored_crds(state));
+                    let mut r = Response::new(full(pb.as_ref().clone()));
                     // Upstream answers both request forms with the dotted one: Go's
                     // mime.ParseMediaType refuses the `@`.
                     r.headers_mut().insert(
@@ -202,7 +203,7 @@ async fn non_resource(
                 )),
                 _ => Ok(json_response(
                     StatusCode::OK,
-                    state.openapi_v2.text().to_string(),
+                    state.openapi_v2.text_with(&stored_crds(state)),
                 )),
             }
         }
@@ -1258,20 +1259,24 @@ fn set_pointer(doc: &mut Value, ptr: &str, v: Value) {
 /// The OpenAPI v3 documents of the custom resources served now (built from the CRD cache on
 /// each request: `kubectl explain` asks once per command).
 fn custom_openapi(state: &ApiState) -> std::collections::BTreeMap<String, (String, String)> {
+    openapi::custom_docs(&stored_crds(state))
+}
+
+/// The CRDs in the store's cache.
+fn stored_crds(state: &ApiState) -> Vec<Value> {
     let Some(store) = state
         .registry
         .store(crate::crd::GROUP, "v1", crate::crd::PLURAL)
     else {
-        return Default::default();
+        return Vec::new();
     };
     let (objects, _, _) = store
         .cache
         .list(&crate::watch_cache::Filter::default(), "", 0);
-    let crds: Vec<Value> = objects
+    objects
         .iter()
         .filter_map(|o| serde_json::from_slice(&o.bytes).ok())
-        .collect();
-    openapi::custom_docs(&crds)
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! is put together on its first request and kept.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
@@ -235,6 +235,8 @@ pub struct OpenApiV2 {
     kinds: Vec<(&'static str, &'static str, &'static str)>,
     text: OnceLock<String>,
     protobuf: OnceLock<Vec<u8>>,
+    /// The protobuf form of the last document with custom resources, by its text's hash.
+    custom_protobuf: Mutex<Option<(String, Arc<Vec<u8>>)>>,
 }
 
 impl OpenApiV2 {
@@ -253,6 +255,7 @@ impl OpenApiV2 {
             kinds: kinds(&all),
             text: OnceLock::new(),
             protobuf: OnceLock::new(),
+            custom_protobuf: Mutex::new(None),
         }
     }
 
@@ -276,6 +279,166 @@ impl OpenApiV2 {
             super::openapi_pb::document(&doc)
         })
     }
+
+    /// `/openapi/v2` with the custom resources the `crds` (stored objects) serve, as JSON.
+    pub fn text_with(&self, crds: &[Value]) -> String {
+        let (custom_paths, custom_defs) = custom_v2(crds);
+        if custom_defs.is_empty() {
+            return self.text().to_string();
+        }
+        let mut paths = self.paths.clone();
+        paths.extend(custom_paths);
+        let definitions = ::openapi::schemas_for(&self.kinds, ::openapi::Version::V2);
+        let mut custom = String::new();
+        // Custom lists refer to ListMeta, which no built-in kind's schema reaches.
+        for meta in [OBJECT_META, LIST_META] {
+            if !definitions.contains(&format!("\"{meta}\":")) {
+                custom.push(',');
+                custom.push_str(&::openapi::schemas_named(&[meta], ::openapi::Version::V2));
+            }
+        }
+        for (name, s) in custom_defs {
+            custom.push(',');
+            custom.push_str(&Value::String(name).to_string());
+            custom.push(':');
+            custom.push_str(&s.to_string());
+        }
+        format!(
+            r#"{{"swagger":"2.0","info":{{"title":"Kubernetes","version":"{VERSION}"}},"paths":{},"definitions":{{{definitions}{custom}}}}}"#,
+            Value::Object(paths)
+        )
+    }
+
+    /// [`OpenApiV2::text_with`] as protobuf; the last one is kept while the CRDs stay the same.
+    pub fn protobuf_with(&self, crds: &[Value]) -> Arc<Vec<u8>> {
+        let text = self.text_with(crds);
+        if text.len() == self.text().len() && text == self.text() {
+            return Arc::new(self.protobuf().to_vec());
+        }
+        let key = hash(&text);
+        let mut cached = match self.custom_protobuf.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((k, pb)) = cached.as_ref() {
+            if *k == key {
+                return pb.clone();
+            }
+        }
+        let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let pb = Arc::new(super::openapi_pb::document(&doc));
+        *cached = Some((key, pb.clone()));
+        pb
+    }
+}
+
+/// Upstream's `ToStructuralOpenAPIV2`: what OpenAPI v2 (and kubectl reading it) cannot take
+/// is removed from a CRD's schema, recursively: `allOf`, `oneOf`, `anyOf` and `not`; a
+/// nullable node loses its type, items and properties; a node preserving unknown fields
+/// loses its items and properties; an array without items loses its type.
+pub fn to_v2_schema(v: &mut Value) {
+    let Some(o) = v.as_object_mut() else {
+        return;
+    };
+    for k in ["allOf", "oneOf", "anyOf", "not"] {
+        o.remove(k);
+    }
+    if o.remove("nullable").and_then(|n| n.as_bool()) == Some(true) {
+        o.remove("type");
+        o.remove("items");
+        o.remove("properties");
+    }
+    if o.get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        o.remove("items");
+        o.remove("properties");
+    }
+    if o.get("type").and_then(Value::as_str) == Some("array") && !o.contains_key("items") {
+        o.remove("type");
+    }
+    if let Some(props) = o.get_mut("properties").and_then(Value::as_object_mut) {
+        for p in props.values_mut() {
+            to_v2_schema(p);
+        }
+    }
+    if let Some(items) = o.get_mut("items") {
+        to_v2_schema(items);
+    }
+    if let Some(ap) = o.get_mut("additionalProperties").filter(|a| a.is_object()) {
+        to_v2_schema(ap);
+    }
+}
+
+/// `#/components/schemas/X` references as v2's `#/definitions/X`, and v3's `allOf: [$ref]`
+/// wrappers (ObjectMeta, ListMeta) as plain `$ref`s with their description.
+fn v2_refs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Array(all)) = o.get("allOf") {
+                if let [one] = all.as_slice() {
+                    if let Some(r) = one.get("$ref").cloned() {
+                        o.remove("allOf");
+                        o.insert("$ref".into(), r);
+                    }
+                }
+            }
+            if let Some(Value::String(r)) = o.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                    *r = format!("#/definitions/{name}");
+                }
+            }
+            for x in o.values_mut() {
+                v2_refs(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(v2_refs),
+        _ => {}
+    }
+}
+
+/// The v2 paths and definitions of the custom resources the `crds` serve.
+fn custom_v2(crds: &[Value]) -> (serde_json::Map<String, Value>, Vec<(String, Value)>) {
+    let mut infos = Vec::new();
+    let mut defs = Vec::new();
+    for crd in crds {
+        if !crate::object::meta_str(crd, "deletionTimestamp").is_empty() {
+            continue;
+        }
+        let Ok(served) = crate::crd::served(crd) else {
+            continue;
+        };
+        let versions = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for r in served.versions {
+            let mut schema = versions
+                .iter()
+                .find(|v| v.get("name").and_then(Value::as_str) == Some(r.version))
+                .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            to_v2_schema(&mut schema);
+            for (name, mut s) in custom_schemas(&r, &schema) {
+                v2_refs(&mut s);
+                defs.push((name, s));
+            }
+            infos.push(r);
+        }
+    }
+    let refs: Vec<&ResourceInfo> = infos.iter().collect();
+    let mut paths = paths(&refs);
+    for ops in paths.values_mut() {
+        if let Some(ops) = ops.as_object_mut() {
+            for op in ops.values_mut() {
+                v2_operation(op);
+            }
+        }
+    }
+    (paths, defs)
 }
 
 /// A v3 operation in v2 form: parameters carry their type, bodies become `consumes`.
@@ -418,5 +581,42 @@ impl OpenApiV3 {
             }
         }
         v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod v2_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn crd_schemas_lose_what_v2_cannot_take() {
+        let mut s = json!({"type": "object", "properties": {
+            "a": {"type": "string", "nullable": true},
+            "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                  "properties": {"x": {"type": "string"}}},
+            "c": {"type": "array"},
+            "d": {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": true},
+            "e": {"type": "array", "items": {"type": "object", "oneOf": [{"required": ["x"]}],
+                  "properties": {"x": {"type": "string", "nullable": false}}}},
+        }});
+        to_v2_schema(&mut s);
+        assert_eq!(
+            s["properties"],
+            json!({
+                "a": {},
+                "b": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "c": {},
+                "d": {"x-kubernetes-int-or-string": true},
+                "e": {"type": "array", "items": {"type": "object",
+                      "properties": {"x": {"type": "string"}}}},
+            })
+        );
+        let mut refs = json!({"metadata": {"allOf": [{"$ref": "#/components/schemas/M"}], "description": "d"}});
+        v2_refs(&mut refs);
+        assert_eq!(
+            refs,
+            json!({"metadata": {"$ref": "#/definitions/M", "description": "d"}})
+        );
     }
 }
