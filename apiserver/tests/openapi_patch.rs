@@ -131,7 +131,7 @@ async fn strategic_merge_patch_and_openapi_documents() -> Result<()> {
         .iter()
         .any(|p| p["name"] == "fieldValidation"));
 
-    // OpenAPI v2 as JSON; the protobuf form alone is not served.
+    // OpenAPI v2 as JSON, and as gnostic protobuf (what client-go's OpenAPISchema asks for).
     let v2 = get_json(&client, "/openapi/v2", "application/json").await?;
     assert_eq!(v2["swagger"], "2.0");
     assert_eq!(
@@ -144,8 +144,34 @@ async fn strategic_merge_patch_and_openapi_documents() -> Result<()> {
             "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
         )
         .body(Vec::new())?;
+    let resp = client.send(req.map(kube::client::Body::from)).await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+    );
+    let pb = http_body_util::BodyExt::collect(resp.into_body())
+        .await?
+        .to_bytes();
+    // Document.swagger = 1 "2.0", then info = 2 { title = 1 "Kubernetes", ... }.
+    assert_eq!(&pb[..7], &[0x0a, 3, b'2', b'.', b'0', 0x12, 21]);
+    assert!(pb.windows(23).any(|w| w == b"io.k8s.api.core.v1.Pod\x12"));
+    // Neither JSON nor protobuf: 406 naming both.
+    let req = http::Request::get("/openapi/v2")
+        .header("accept", "application/xml")
+        .body(Vec::new())?;
     match client.request_text(req).await {
-        Err(kube::Error::Api(s)) => assert_eq!(s.code, 406),
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 406);
+            assert!(
+                s.message
+                    .contains("application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+                "{}",
+                s.message
+            );
+        }
         other => anyhow::bail!("expected a 406, got {other:?}"),
     }
 
