@@ -47,6 +47,16 @@ if [[ -n $E2E_ETCD && ! $E2E_ETCD =~ ^http://(127\.0\.0\.1|localhost|\[::1\]):[0
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/minik8s-e2e.XXXXXX")
+# kubectl names itself (User-Agent, hence field managers) after its file name; a binary such
+# as kubectl.1.32 runs through a link named kubectl, so it says "kubectl" as usual.
+if ! KUBECTL_PATH=$(command -v "$KUBECTL"); then
+    echo "kubectl not found: $KUBECTL" >&2
+    exit 2
+fi
+mkdir -p "$TMP/bin"
+ln -s "$KUBECTL_PATH" "$TMP/bin/kubectl"
+KUBECTL=$TMP/bin/kubectl
+echo "kubectl: $("$KUBECTL" version --client 2>/dev/null | head -n1)"
 SERVER_PID=""
 BG_PIDS=()
 
@@ -514,7 +524,8 @@ run k get -n $NS cm -l chunk=yes --chunk-size=2 --no-headers
 check_value "kubectl get cm --chunk-size=2 --no-headers: 25 rows" "25" "$(grep -c '^many-' <<<"$OUT" || true)"
 # 25 objects in pages of 2: 13 requests, each but the first carrying a continue token.
 run k get -n $NS cm -l chunk=yes --chunk-size=2 -o name -v=6
-CHUNK_LOG=$(grep '"Response" verb="GET"' <<<"$OUT" | grep 'limit=2' || true)
+# kubectl 1.33 logs `"Response" verb="GET" url=...`, 1.32 `GET https://... 200 OK`.
+CHUNK_LOG=$(grep -E '"Response" verb="GET"|\] GET https://' <<<"$OUT" | grep 'limit=2' || true)
 check_value "kubectl get --chunk-size=2 -v=6: requests with limit=2" "13" "$(grep -c . <<<"$CHUNK_LOG" || true)"
 check_value "kubectl get --chunk-size=2 -v=6: requests with continue=" "12" "$(grep -c 'continue=' <<<"$CHUNK_LOG" || true)"
 run k get --raw "/api/v1/namespaces/$NS/configmaps?limit=10"
@@ -1218,7 +1229,9 @@ new_ns $NS
 expect 0 "deployment.apps/web created" kcreate -n $NS -f $TD/deployment.yaml
 expect 0 "service/web created" kcreate -n $NS -f $TD/service.yaml
 for p in c a b; do
-    sed -e "s/name: web/name: $p/" $TD/pod.yaml >"$TMP/pod-$p.yaml"
+    # order: a=1, c=2, b=3, for --sort-by on a label
+    order=$(case $p in a) echo 1 ;; c) echo 2 ;; *) echo 3 ;; esac)
+    sed -e "s/name: web/name: $p/" -e "s/app: web/app: web\n    order: \"$order\"/" $TD/pod.yaml >"$TMP/pod-$p.yaml"
     expect 0 "pod/$p created" kcreate -n $NS -f "$TMP/pod-$p.yaml"
 done
 wait_for 30 bash -c "[[ \$(\"$KUBECTL\" --kubeconfig \"$KUBECONFIG_FILE\" get -n $NS pods -l pod-template-hash -o name | wc -l) -eq 2 ]]"
@@ -1238,7 +1251,7 @@ deployment\.apps/web +0/2 +2 +0 +[0-9]+[smhd]
 NAME +DESIRED +CURRENT +READY +AGE
 replicaset\.apps/web-[a-z0-9]+ +2 +2 +0 +[0-9]+[smhd]$' k get all -n $NS
 expect_re 0 '^NAME +READY +STATUS +RESTARTS +AGE +LABELS
-a +0/1 +Pending +0 +[0-9]+[smhd] +app=web$' k get -n $NS pod a --show-labels
+a +0/1 +Pending +0 +[0-9]+[smhd] +app=web,order=1$' k get -n $NS pod a --show-labels
 expect_re 0 '^NAME +READY +STATUS +RESTARTS +AGE +IP +NODE +NOMINATED NODE +READINESS GATES
 a +0/1 +Pending +0 +[0-9]+[smhd] +<none> +<none> +<none> +<none>$' k get -n $NS pod a -o wide
 expect_re 0 '^NAME +READY +UP-TO-DATE +AVAILABLE +AGE +CONTAINERS +IMAGES +SELECTOR
@@ -1246,9 +1259,9 @@ web +0/2 +2 +0 +[0-9]+[smhd] +web +busybox:1\.36 +app=web$' k get -n $NS deploy 
 expect 0 "pod/a
 pod/b
 pod/c" k get -n $NS pods a b c --sort-by=.metadata.name -o name
-expect 0 "pod/c
-pod/b
-pod/a" k get -n $NS pods c b a --sort-by=.metadata.creationTimestamp -o name
+expect 0 "pod/a
+pod/c
+pod/b" k get -n $NS pods a b c --sort-by='{.metadata.labels.order}' -o name
 expect_re 0 '^Name: +web
 Namespace: +e2e-views
 CreationTimestamp: .*

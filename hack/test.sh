@@ -44,8 +44,24 @@ section "cargo test"
 timeout --signal=TERM --kill-after=30s "${TEST_TIMEOUT:-40m}" cargo test --workspace
 
 if [[ -f e2e/kubectl.sh ]]; then
-    section "e2e: kubectl"
-    timeout --signal=TERM --kill-after=30s "${E2E_TIMEOUT:-30m}" bash e2e/kubectl.sh
+    # The scenarios run with each kubectl version asked for (E2E_KUBECTLS, space-separated),
+    # by default kubectl 1.32 and 1.33 when the machine has them side by side (the Google
+    # Cloud SDK package ships kubectl.1.27 ... kubectl.1.33), else the kubectl on PATH.
+    if [[ -z ${E2E_KUBECTLS:-} ]]; then
+        for v in 1.32 1.33; do
+            for dir in /usr/lib/google-cloud-sdk/bin "$(dirname "$(command -v kubectl 2>/dev/null || echo /nonexistent)")"; do
+                if [[ -x $dir/kubectl.$v ]]; then
+                    E2E_KUBECTLS+="$dir/kubectl.$v "
+                    break
+                fi
+            done
+        done
+        E2E_KUBECTLS=${E2E_KUBECTLS:-kubectl}
+    fi
+    for kc in $E2E_KUBECTLS; do
+        section "e2e: kubectl ($kc)"
+        KUBECTL=$kc timeout --signal=TERM --kill-after=30s "${E2E_TIMEOUT:-30m}" bash e2e/kubectl.sh
+    done
 else
     section "e2e: kubectl (skipped: e2e/kubectl.sh not present)"
 fi

@@ -21,7 +21,15 @@ fn rt<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Result<Value, String
 
 /// The object as the typed model of `group`/`kind` sees it: `None` for kinds without one,
 /// `Some(Err(..))` when the object does not decode (a field of the wrong type).
-pub fn roundtrip(group: &str, kind: &str, v: &Value) -> Option<Result<Value, String>> {
+pub fn roundtrip(
+    group: &str,
+    version: &str,
+    kind: &str,
+    v: &Value,
+) -> Option<Result<Value, String>> {
+    if (group, version, kind) == ("autoscaling", "v1", "HorizontalPodAutoscaler") {
+        return rt::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(v);
+    }
     match (group, kind) {
         ("", "Namespace") => rt::<core::Namespace>(v),
         ("", "Pod") => rt::<core::Pod>(v),
@@ -113,7 +121,7 @@ mod tests {
                                   "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]}}},
             "status": null
         });
-        let typed = roundtrip("apps", "Deployment", &input)
+        let typed = roundtrip("apps", "v1", "Deployment", &input)
             .and_then(Result::ok)
             .unwrap_or_default();
         assert_eq!(
@@ -129,16 +137,16 @@ mod tests {
     #[test]
     fn known_objects_have_none() {
         let input = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "v"}});
-        let typed = roundtrip("", "ConfigMap", &input)
+        let typed = roundtrip("", "v1", "ConfigMap", &input)
             .and_then(Result::ok)
             .unwrap_or_default();
         let bad =
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": "three"}});
         assert!(matches!(
-            roundtrip("apps", "Deployment", &bad),
+            roundtrip("apps", "v1", "Deployment", &bad),
             Some(Err(_))
         ));
         assert!(unknown_fields(&input, &typed).is_empty());
-        assert!(roundtrip("example.com", "Widget", &input).is_none());
+        assert!(roundtrip("example.com", "v1", "Widget", &input).is_none());
     }
 }

@@ -521,7 +521,7 @@ async fn list_all(
 pub struct Caches {
     /// Key prefix of everything stored, ending in `/` (`/registry/`).
     root: String,
-    by_resource: HashMap<(String, String), Arc<WatchCache>>,
+    by_resource: HashMap<(String, String, String), Arc<WatchCache>>,
     by_prefix: HashMap<String, Vec<Arc<WatchCache>>>,
     /// Caches added at run time (custom resources), by key prefix.
     dynamic: RwLock<HashMap<String, Vec<Arc<WatchCache>>>>,
@@ -545,7 +545,14 @@ impl Caches {
                 .entry(c.prefix.clone())
                 .or_default()
                 .push(c.clone());
-            by_resource.insert((r.group.to_string(), r.plural.to_string()), c);
+            by_resource.insert(
+                (
+                    r.group.to_string(),
+                    r.version.to_string(),
+                    r.plural.to_string(),
+                ),
+                c,
+            );
         }
         let (seen_tx, seen_rx) = watch::channel(0);
         let (ready_tx, ready) = watch::channel(false);
@@ -565,9 +572,9 @@ impl Caches {
     }
 
     /// The cache of a resource.
-    pub fn get(&self, group: &str, plural: &str) -> Option<&Arc<WatchCache>> {
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<WatchCache>> {
         self.by_resource
-            .get(&(group.to_string(), plural.to_string()))
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
     }
 
     /// Whether the initial load has finished.

@@ -1053,7 +1053,12 @@ fn field_validation(store: &Store, q: &Query, obj: &Value) -> Result<Vec<String>
         Some(_) if mode == "Ignore" => return Ok(Vec::new()),
         Some(fields) => fields,
         None => {
-            let typed = match crate::typed::roundtrip(store.info.group, store.info.kind, obj) {
+            let typed = match crate::typed::roundtrip(
+                store.info.group,
+                store.info.version,
+                store.info.kind,
+                obj,
+            ) {
                 None => return Ok(Vec::new()),
                 Some(Err(e)) => return Err(cannot(e)),
                 Some(Ok(t)) => t,

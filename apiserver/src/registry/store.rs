@@ -487,7 +487,7 @@ impl Store {
         if !self.info.namespaced {
             return Ok(());
         }
-        let Some(nscache) = self.caches.get("", "namespaces") else {
+        let Some(nscache) = self.caches.get("", "v1", "namespaces") else {
             return Ok(());
         };
         let key = nscache.key("", ns);

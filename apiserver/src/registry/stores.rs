@@ -42,9 +42,12 @@ impl Registry {
     ) -> Result<Self> {
         let mut stores = HashMap::new();
         for r in &resources {
-            let cache = caches.get(r.group, r.plural).cloned().ok_or_else(|| {
-                Error::Internal(format!("no watch cache for {}", r.qualified_resource()))
-            })?;
+            let cache = caches
+                .get(r.group, r.version, r.plural)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Internal(format!("no watch cache for {}", r.qualified_resource()))
+                })?;
             let k = (
                 r.group.to_string(),
                 r.version.to_string(),

@@ -338,6 +338,20 @@ pub fn resources() -> Vec<ResourceInfo> {
                 .with_defaults(st::default_hpa)
                 .with_check(st::check_hpa),
         ),
+        // autoscaling/v1: a view of the v2 objects
+        info(
+            grp(
+                "autoscaling",
+                "v1",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                &["hpa"],
+            ),
+            ALL,
+            true,
+            STATUS,
+            super::strategies::hpa::HpaV1Strategy,
+        ),
         // policy/v1
         info(
             grp(
@@ -504,7 +518,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in &rs {
             assert!(
-                seen.insert((r.group, r.plural)),
+                seen.insert((r.group, r.version, r.plural)),
                 "duplicate {}",
                 r.qualified_resource()
             );
@@ -523,6 +537,6 @@ mod tests {
             find("apps", "deployments").map(|r| r.short_names),
             Some(&["deploy"][..])
         );
-        assert_eq!(rs.len(), 39);
+        assert_eq!(rs.len(), 40);
     }
 }

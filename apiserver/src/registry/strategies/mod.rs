@@ -5,6 +5,7 @@ pub mod basic;
 pub mod batch;
 pub mod configmap;
 pub mod event;
+pub mod hpa;
 pub mod namespace;
 pub mod node;
 pub mod pod;
