@@ -1361,6 +1361,130 @@ expect 1 'Error from server (NotFound): pods "quick" not found' k get -n $NS pod
 drop_ns $NS
 
 # ---------------------------------------------------------------------------------------
+NS=e2e-describe
+scenario "describe pod|replicaset|namespace|node, api-versions, api-resources, custom-columns, wait, delete --wait, apply --prune"
+
+new_ns $NS
+expect 0 "deployment.apps/web created" kcreate -n $NS -f $TD/deployment.yaml
+expect 0 "pod/web created" kcreate -n $NS -f $TD/pod.yaml
+expect 0 "deployment.apps/web condition met" k wait -n $NS deploy/web --for=jsonpath='{.status.replicas}'=2 --timeout=60s
+expect_re 0 '^Name: +web
+Namespace: +e2e-describe
+Priority: +0
+Service Account: +default
+Node: +<none>
+Labels: +app=web
+Annotations: +<none>
+Status: +Pending
+IP: +
+IPs: +<none>
+Containers:
+  web:
+    Image: +busybox:1\.36
+.*
+    Mounts:
+      /var/run/secrets/kubernetes\.io/serviceaccount from kube-api-access-[a-z0-9]+ \(ro\)
+Conditions:
+  Type +Status
+  PodScheduled +False 
+Volumes:
+  kube-api-access-[a-z0-9]+:
+    Type: +Projected \(a volume that contains injected data from multiple sources\)
+    TokenExpirationSeconds: +3607
+    ConfigMapName: +kube-root-ca\.crt
+    (Optional: +false|ConfigMapOptional: +<nil>)
+    DownwardAPI: +true
+QoS Class: +BestEffort
+Node-Selectors: +<none>
+Tolerations: +node\.kubernetes\.io/not-ready:NoExecute op=Exists for 300s
+ +node\.kubernetes\.io/unreachable:NoExecute op=Exists for 300s
+Events:
+  Type +Reason +Age +From +Message
+  ---- +------ +---- +---- +-------
+  Warning +FailedScheduling +[0-9]+[smhd] +default-scheduler +0/[0-9]+ nodes are available' k describe -n $NS pod web
+# kubectl 1.32 prints the projected volume's ConfigMapOptional as <nil>, 1.33 Optional: false.
+# Two pods, two events: repeats are counted only when the message is the same, as upstream.
+expect_re 0 '^Name: +web-[a-z0-9]+
+Namespace: +e2e-describe
+Selector: +app=web,pod-template-hash=[a-z0-9]+
+Labels: +app=web
+ +pod-template-hash=[a-z0-9]+
+Annotations: +deployment\.kubernetes\.io/desired-replicas: 2
+ +deployment\.kubernetes\.io/max-replicas: 3
+ +deployment\.kubernetes\.io/revision: 1
+Controlled By: +Deployment/web
+Replicas: +2 current / 2 desired
+Pods Status: +0 Running / 2 Waiting / 0 Succeeded / 0 Failed
+Pod Template:
+.*
+Events:
+  Type +Reason +Age +From +Message
+  ---- +------ +---- +---- +-------
+  Normal +SuccessfulCreate +[0-9]+[smhd] +replicaset-controller +Created pod: web-[a-z0-9]+-[a-z0-9]+
+  Normal +SuccessfulCreate +[0-9]+[smhd] +replicaset-controller +Created pod: web-[a-z0-9]+-[a-z0-9]+$' k describe -n $NS rs
+expect 0 "Name:         e2e-describe
+Labels:       e2e.minik8s.io/suite=kubectl
+              kubernetes.io/metadata.name=e2e-describe
+Annotations:  <none>
+Status:       Active
+
+No resource quota.
+
+No LimitRange resource." k describe ns $NS
+sed -e 's/e2e-cordon-node/e2e-describe-node/' $TD/node.yaml >"$TMP/node-describe.yaml"
+expect 0 "node/e2e-describe-node created" kcreate -f "$TMP/node-describe.yaml"
+expect_re 0 '^Name: +e2e-describe-node
+Roles: +<none>
+Labels: +e2e\.minik8s\.io/suite=kubectl
+Annotations: +<none>
+CreationTimestamp: .*
+Taints: +<none>
+Unschedulable: +false
+Lease: +Failed to get lease: leases\.coordination\.k8s\.io "e2e-describe-node" not found
+.*
+PodCIDR: +10\.250\.0\.0/24
+Non-terminated Pods: +\(0 in total\)
+.*
+Events: +<none>$' k describe node e2e-describe-node
+expect 0 'node "e2e-describe-node" deleted' k delete node e2e-describe-node --wait=true
+
+expect_re 0 '^admissionregistration\.k8s\.io/v1
+apiextensions\.k8s\.io/v1
+apps/v1
+autoscaling/v1
+autoscaling/v2
+batch/v1
+.*
+v1$' k api-versions
+expect_re 0 '^NAME +SHORTNAMES +APIVERSION +NAMESPACED +KIND +VERBS +CATEGORIES
+controllerrevisions +apps/v1 +true +ControllerRevision +create,delete,deletecollection,get,list,patch,update,watch *
+daemonsets +ds +apps/v1 +true +DaemonSet +create,delete,deletecollection,get,list,patch,update,watch +all
+deployments +deploy +apps/v1 +true +Deployment +create,delete,deletecollection,get,list,patch,update,watch +all
+replicasets +rs +apps/v1 +true +ReplicaSet +create,delete,deletecollection,get,list,patch,update,watch +all
+statefulsets +sts +apps/v1 +true +StatefulSet +create,delete,deletecollection,get,list,patch,update,watch +all$' k api-resources -o wide --api-group=apps
+expect_re 0 '^NAME +SHORTNAMES +APIVERSION +NAMESPACED +KIND
+(.*
+)*namespaces +ns +v1 +false +Namespace
+nodes +no +v1 +false +Node
+' k api-resources --namespaced=false
+expect 0 "NAME   REPLICAS   IMAGE
+web    2          busybox:1.36" k get -n $NS deploy -o custom-columns=NAME:.metadata.name,REPLICAS:.spec.replicas,IMAGE:.spec.template.spec.containers[0].image
+
+expect 0 "configmap/gone created" k create cm gone -n $NS --from-literal=a=b
+( sleep 1; k delete cm gone -n $NS --wait=false >/dev/null 2>&1 ) &
+BG_PIDS+=($!)
+expect 0 "configmap/gone condition met" k wait -n $NS --for=delete cm/gone --timeout=30s
+expect 0 'deployment.apps "web" deleted' k delete -n $NS deploy web --wait=true
+expect 1 'Error from server (NotFound): deployments.apps "web" not found' k get -n $NS deploy web
+
+expect 0 "configmap/p1 created
+configmap/p2 created" k apply -n $NS -f $TD/prune -l prune=yes --prune --prune-allowlist=core/v1/ConfigMap
+expect 0 "configmap/p1 unchanged
+configmap/p2 pruned" k apply -n $NS -f $TD/prune/p1.yaml -l prune=yes --prune --prune-allowlist=core/v1/ConfigMap
+expect 0 "configmap/p1" k get -n $NS cm -l prune=yes -o name
+drop_ns $NS
+
+# ---------------------------------------------------------------------------------------
 scenario "explain from the protobuf /openapi/v2"
 
 expect 0 "KIND:     Deployment
