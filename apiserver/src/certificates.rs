@@ -430,7 +430,7 @@ pub fn spawn_controller(
                         "",
                         &item.name,
                         Some(Subresource::Status),
-                        &WriteOptions::default(),
+                        &WriteOptions::internal(crate::registry::store::CONTROLLER_MANAGER),
                         |old| {
                             let mut new = old.clone();
                             let st = new

@@ -331,6 +331,32 @@ async fn crd_status_and_discovery(s: &TestServer, crd: &Value) -> Result<()> {
     assert_eq!(crd["status"]["acceptedNames"]["kind"], "Widget");
     assert_eq!(crd["status"]["acceptedNames"]["listKind"], "WidgetList");
     assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+    // The naming controller's status write is managed by kube-apiserver, as upstream's
+    // (whose controllers write through a loopback client).
+    let managers: Vec<(String, String)> = crd["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["manager"].as_str().unwrap_or("").to_string(),
+                e["subresource"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        managers.contains(&("kube-apiserver".into(), "status".into())),
+        "{managers:?}"
+    );
+    // So are the bootstrap roles.
+    let view = s
+        .get("/apis/rbac.authorization.k8s.io/v1/clusterroles/view")
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(
+        view["metadata"]["managedFields"][0]["manager"],
+        "kube-apiserver"
+    );
 
     let groups = s
         .get("/apis")

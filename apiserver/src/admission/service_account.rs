@@ -45,7 +45,14 @@ async fn create_if_missing(state: &ApiState, plural: &str, ns: &str, obj: Value)
     let Some(store) = store_of(state, "", plural) else {
         return Ok(());
     };
-    match store.create(ns, obj, &WriteOptions::default()).await {
+    match store
+        .create(
+            ns,
+            obj,
+            &WriteOptions::internal(crate::registry::store::CONTROLLER_MANAGER),
+        )
+        .await
+    {
         Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
     }

@@ -198,7 +198,11 @@ async fn reconcile(
     let name = crate::object::meta_str(&expected, "name").to_string();
     let ns = crate::object::meta_str(&expected, "namespace").to_string();
     match store
-        .create(&ns, expected.clone(), &WriteOptions::default())
+        .create(
+            &ns,
+            expected.clone(),
+            &WriteOptions::internal(crate::registry::store::APISERVER),
+        )
         .await
     {
         Ok(_) => return Ok(()),
@@ -206,9 +210,13 @@ async fn reconcile(
         Err(e) => return Err(e),
     }
     let updated = store
-        .guaranteed_update(&ns, &name, None, &WriteOptions::default(), |old| {
-            Ok(merge(old, &expected).unwrap_or_else(|| old.clone()))
-        })
+        .guaranteed_update(
+            &ns,
+            &name,
+            None,
+            &WriteOptions::internal(crate::registry::store::APISERVER),
+            |old| Ok(merge(old, &expected).unwrap_or_else(|| old.clone())),
+        )
         .await;
     match updated {
         Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
@@ -408,11 +416,17 @@ pub fn spawn_aggregator(
                 let name = crate::object::meta_str(role, "name").to_string();
                 let rules = json!(rules);
                 let r = store
-                    .guaranteed_update("", &name, None, &WriteOptions::default(), |old| {
-                        let mut new = old.clone();
-                        new["rules"] = rules.clone();
-                        Ok(new)
-                    })
+                    .guaranteed_update(
+                        "",
+                        &name,
+                        None,
+                        &WriteOptions::internal(crate::registry::store::CONTROLLER_MANAGER),
+                        |old| {
+                            let mut new = old.clone();
+                            new["rules"] = rules.clone();
+                            Ok(new)
+                        },
+                    )
                     .await;
                 if let Err(e) = r {
                     tracing::warn!(role = %name, error = %e, "aggregating cluster role");

@@ -176,7 +176,7 @@ impl Controller {
                     "",
                     &name,
                     Some(crate::registry::Subresource::Status),
-                    &WriteOptions::default(),
+                    &WriteOptions::internal(crate::registry::store::APISERVER),
                     |old| {
                         let mut new = old.clone();
                         if let Some(st) = new.get_mut("status").and_then(Value::as_object_mut) {
@@ -277,16 +277,22 @@ impl Controller {
         }
         let name = object::meta_str(crd, "name");
         let r = crds
-            .guaranteed_update("", name, None, &WriteOptions::default(), |old| {
-                let mut new = old.clone();
-                if let Some(f) = object::meta_mut(&mut new)
-                    .get_mut("finalizers")
-                    .and_then(Value::as_array_mut)
-                {
-                    f.retain(|x| x != CLEANUP_FINALIZER);
-                }
-                Ok(new)
-            })
+            .guaranteed_update(
+                "",
+                name,
+                None,
+                &WriteOptions::internal(crate::registry::store::APISERVER),
+                |old| {
+                    let mut new = old.clone();
+                    if let Some(f) = object::meta_mut(&mut new)
+                        .get_mut("finalizers")
+                        .and_then(Value::as_array_mut)
+                    {
+                        f.retain(|x| x != CLEANUP_FINALIZER);
+                    }
+                    Ok(new)
+                },
+            )
             .await;
         match r {
             Ok(_) | Err(Error::NotFound { .. }) => {}

@@ -39,6 +39,24 @@ pub struct WriteOptions {
     pub field_subresource: Option<&'static str>,
 }
 
+impl WriteOptions {
+    /// A write by one of the server's own controllers, recorded in managedFields under
+    /// `manager` as upstream's loopback clients are (`kube-apiserver`, or
+    /// `kube-controller-manager` for what upstream runs there).
+    pub fn internal(manager: &str) -> Self {
+        WriteOptions {
+            field_manager: Some(manager.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
+/// The field manager of the API server's own writes.
+pub const APISERVER: &str = "kube-apiserver";
+/// The field manager of writes upstream's controller-manager makes and minik8s's API server
+/// makes itself (CSR approval and signing, default service accounts).
+pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
+
 /// How a list reads.
 #[derive(Debug, Default, Clone)]
 pub struct ListParams {

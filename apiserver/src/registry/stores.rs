@@ -151,7 +151,14 @@ impl Registry {
         };
         for name in SYSTEM_NAMESPACES {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match ns.create("", obj, &WriteOptions::default()).await {
+            match ns
+                .create(
+                    "",
+                    obj,
+                    &WriteOptions::internal(crate::registry::store::APISERVER),
+                )
+                .await
+            {
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -186,7 +193,14 @@ impl Registry {
                     "sessionAffinity": "None",
                 },
             });
-            match svc.create("default", obj, &WriteOptions::default()).await {
+            match svc
+                .create(
+                    "default",
+                    obj,
+                    &WriteOptions::internal(crate::registry::store::APISERVER),
+                )
+                .await
+            {
                 // Another API server sharing the store got there first.
                 Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                 Err(Error::Invalid { errors, .. }) => {
@@ -260,7 +274,11 @@ impl Registry {
             (slices, &slice, &merge_slice),
         ] {
             match store
-                .create("default", obj.clone(), &WriteOptions::default())
+                .create(
+                    "default",
+                    obj.clone(),
+                    &WriteOptions::internal(crate::registry::store::APISERVER),
+                )
                 .await
             {
                 Ok(_) => {}
@@ -270,7 +288,7 @@ impl Registry {
                             "default",
                             "kubernetes",
                             None,
-                            &WriteOptions::default(),
+                            &WriteOptions::internal(crate::registry::store::APISERVER),
                             merge,
                         )
                         .await?;
