@@ -402,32 +402,13 @@ fn v2_refs(v: &mut Value) {
 fn custom_v2(crds: &[Value]) -> (serde_json::Map<String, Value>, Vec<(String, Value)>) {
     let mut infos = Vec::new();
     let mut defs = Vec::new();
-    for crd in crds {
-        if !crate::object::meta_str(crd, "deletionTimestamp").is_empty() {
-            continue;
+    for (r, mut schema) in served_versions(crds) {
+        to_v2_schema(&mut schema);
+        for (name, mut s) in custom_schemas(&r, &schema) {
+            v2_refs(&mut s);
+            defs.push((name, s));
         }
-        let Ok(served) = crate::crd::served(crd) else {
-            continue;
-        };
-        let versions = crd
-            .pointer("/spec/versions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for r in served.versions {
-            let mut schema = versions
-                .iter()
-                .find(|v| v.get("name").and_then(Value::as_str) == Some(r.version))
-                .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            to_v2_schema(&mut schema);
-            for (name, mut s) in custom_schemas(&r, &schema) {
-                v2_refs(&mut s);
-                defs.push((name, s));
-            }
-            infos.push(r);
-        }
+        infos.push(r);
     }
     let refs: Vec<&ResourceInfo> = infos.iter().collect();
     let mut paths = paths(&refs);
@@ -511,13 +492,10 @@ fn custom_schemas(r: &ResourceInfo, schema: &Value) -> [(String, Value); 2] {
     [(format!("{name}List"), list), (name, item)]
 }
 
-/// The resources of one custom group-version and their named schemas.
-type CustomGv = (Vec<ResourceInfo>, Vec<(String, Value)>);
-
-/// The OpenAPI v3 documents of the custom resources the `crds` (stored objects) serve, by
-/// group-version path (`apis/<group>/<version>`): each document and its hash.
-pub fn custom_docs(crds: &[Value]) -> BTreeMap<String, (String, String)> {
-    let mut by_gv: BTreeMap<String, CustomGv> = BTreeMap::new();
+/// Every version the `crds` (stored objects, those being deleted left out) serve, with its
+/// `openAPIV3Schema` (null when it has none).
+fn served_versions(crds: &[Value]) -> Vec<(ResourceInfo, Value)> {
+    let mut out = Vec::new();
     for crd in crds {
         if !crate::object::meta_str(crd, "deletionTimestamp").is_empty() {
             continue;
@@ -537,10 +515,23 @@ pub fn custom_docs(crds: &[Value]) -> BTreeMap<String, (String, String)> {
                 .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            let entry = by_gv.entry(gv_path(&r)).or_default();
-            entry.1.extend(custom_schemas(&r, &schema));
-            entry.0.push(r);
+            out.push((r, schema));
         }
+    }
+    out
+}
+
+/// The resources of one custom group-version and their named schemas.
+type CustomGv = (Vec<ResourceInfo>, Vec<(String, Value)>);
+
+/// The OpenAPI v3 documents of the custom resources the `crds` (stored objects) serve, by
+/// group-version path (`apis/<group>/<version>`): each document and its hash.
+pub fn custom_docs(crds: &[Value]) -> BTreeMap<String, (String, String)> {
+    let mut by_gv: BTreeMap<String, CustomGv> = BTreeMap::new();
+    for (r, schema) in served_versions(crds) {
+        let entry = by_gv.entry(gv_path(&r)).or_default();
+        entry.1.extend(custom_schemas(&r, &schema));
+        entry.0.push(r);
     }
     let meta = ::openapi::schemas_named(&[OBJECT_META, LIST_META], ::openapi::Version::V3);
     by_gv

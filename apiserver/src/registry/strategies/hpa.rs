@@ -42,6 +42,23 @@ fn annotations(obj: &mut Value) -> Option<&mut Map<String, Value>> {
         .as_object_mut()
 }
 
+/// Copies the `keys` `from` has into `to`.
+fn copy(from: &Value, to: &mut Map<String, Value>, keys: &[&str]) {
+    for k in keys {
+        if let Some(v) = from.get(*k) {
+            to.insert((*k).into(), v.clone());
+        }
+    }
+}
+
+const SPEC_KEYS: &[&str] = &["scaleTargetRef", "minReplicas", "maxReplicas"];
+const STATUS_KEYS: &[&str] = &[
+    "observedGeneration",
+    "lastScaleTime",
+    "currentReplicas",
+    "desiredReplicas",
+];
+
 /// A stored (v2) object as autoscaling/v1.
 pub fn v2_to_v1(mut obj: Value) -> Value {
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
@@ -52,11 +69,7 @@ pub fn v2_to_v1(mut obj: Value) -> Value {
         .cloned()
         .unwrap_or_default();
     let mut v1_spec = Map::new();
-    for k in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-        if let Some(v) = spec.get(k) {
-            v1_spec.insert(k.into(), v.clone());
-        }
-    }
+    copy(&spec, &mut v1_spec, SPEC_KEYS);
     let mut others = Vec::new();
     for m in metrics {
         match m.pointer("/resource/target/averageUtilization") {
@@ -78,16 +91,11 @@ pub fn v2_to_v1(mut obj: Value) -> Value {
     }
     let mut v1_status = Map::new();
     if let Some(st) = status.as_ref().and_then(Value::as_object) {
-        for k in [
-            "observedGeneration",
-            "lastScaleTime",
-            "currentReplicas",
-            "desiredReplicas",
-        ] {
-            if let Some(v) = st.get(k) {
-                v1_status.insert(k.into(), v.clone());
-            }
-        }
+        copy(
+            &status.clone().unwrap_or(Value::Null),
+            &mut v1_status,
+            STATUS_KEYS,
+        );
         let mut other_current = Vec::new();
         for m in st
             .get("currentMetrics")
@@ -161,11 +169,7 @@ pub fn v1_to_v2(mut obj: Value) -> Value {
     }
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
     let mut v2_spec = Map::new();
-    for k in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-        if let Some(v) = spec.get(k) {
-            v2_spec.insert(k.into(), v.clone());
-        }
-    }
+    copy(&spec, &mut v2_spec, SPEC_KEYS);
     let mut metrics = Vec::new();
     if let Some(u) = spec
         .get("targetCPUUtilizationPercentage")
@@ -186,16 +190,11 @@ pub fn v1_to_v2(mut obj: Value) -> Value {
     let status = obj.get("status").cloned();
     let mut v2_status = Map::new();
     if let Some(st) = status.as_ref().and_then(Value::as_object) {
-        for k in [
-            "observedGeneration",
-            "lastScaleTime",
-            "currentReplicas",
-            "desiredReplicas",
-        ] {
-            if let Some(v) = st.get(k) {
-                v2_status.insert(k.into(), v.clone());
-            }
-        }
+        copy(
+            &status.clone().unwrap_or(Value::Null),
+            &mut v2_status,
+            STATUS_KEYS,
+        );
         let mut current = Vec::new();
         if let Some(u) = st
             .get("currentCPUUtilizationPercentage")
