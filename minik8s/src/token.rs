@@ -139,9 +139,20 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
                 hash.trim_start_matches("sha256:")
             );
             println!("{full}");
+            let server = kube::config::Kubeconfig::read_from(&path)
+                .ok()
+                .and_then(|kc| kc.clusters.into_iter().next())
+                .and_then(|c| c.cluster)
+                .and_then(|c| c.server)
+                .unwrap_or_else(|| "https://<server>:<port>".to_string());
+            eprintln!(
+                "Join a node with: minik8s agent --server {server} --token <the token above>"
+            );
             match expires {
-                Some(t) => eprintln!("Join a node with: minik8s agent --server https://<this server>:<port> --token <the token above>\nThe token expires at {t}."),
-                None => eprintln!("Join a node with: minik8s agent --server https://<this server>:<port> --token <the token above>\nThe token never expires; delete it with: minik8s token delete {id}"),
+                Some(t) => eprintln!("The token expires at {t}."),
+                None => {
+                    eprintln!("The token never expires; delete it with: minik8s token delete {id}")
+                }
             }
         }
         TokenCommand::List => {
