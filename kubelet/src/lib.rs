@@ -213,12 +213,6 @@ async fn run_docker(
     let spec = node::NodeSpec::for_host(&node_name, &host, docker.version(), port);
     tracing::info!(node = %node_name, port, runtime = docker.version(), "kubelet starting");
 
-    let node_task = tokio::spawn(node::run(
-        client.clone(),
-        spec,
-        cfg.node_status_update_frequency,
-        shutdown.clone(),
-    ));
     let pod_cidr = network::watch_nodes(
         client.clone(),
         node_name.clone(),
@@ -226,14 +220,22 @@ async fn run_docker(
         cfg.host_gw,
         shutdown.clone(),
     );
-    let pod_network = network::PodNetwork::new(
+    let pod_network = std::sync::Arc::new(network::PodNetwork::new(
         docker.api().clone(),
         &node_name,
         &cluster,
         &cfg.cluster_cidr,
         pod_cidr,
         cfg.pod_cidr_timeout,
-    )?;
+    )?);
+    let network_ready = pod_network.watch_ready(shutdown.clone());
+    let node_task = tokio::spawn(node::run(
+        client.clone(),
+        spec,
+        cfg.node_status_update_frequency,
+        Some(network_ready),
+        shutdown.clone(),
+    ));
     let pods = pod_manager::PodManager::new(
         client.clone(),
         docker.clone(),
@@ -244,7 +246,7 @@ async fn run_docker(
             infra_image: cfg.pod_infra_container_image.clone(),
             sync_frequency: cfg.sync_frequency,
             allocatable: host.allocatable(),
-            pod_network: std::sync::Arc::new(pod_network),
+            pod_network,
             dns: cfg.dns.clone(),
         },
     );

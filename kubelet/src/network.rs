@@ -197,6 +197,42 @@ impl PodNetwork {
         Ok(Some(attachment))
     }
 
+    /// Sets the pod network up as soon as the node has a podCIDR, not only at the first
+    /// sandbox, and says when it is: `true` once pods can join it (or, when no podCIDR came
+    /// within the wait, once they go on Docker's default bridge). The node reports
+    /// NetworkUnavailable until then, as upstream nodes do until their routes exist.
+    pub fn watch_ready(
+        self: &std::sync::Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut retry = Duration::from_millis(200);
+            loop {
+                let r = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = me.attachment() => r,
+                };
+                match r {
+                    Ok(_) => {
+                        let _ = tx.send(true);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %me.node, error = %e, "setting up the pod network");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(retry) => {}
+                        }
+                        retry = (retry * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+        rx
+    }
+
     /// Called after a sandbox on `a` started: its bridge port gets hairpin mode.
     pub async fn sandbox_started(&self, a: &Attachment) {
         if let Err(e) = set_hairpin(&a.bridge).await {

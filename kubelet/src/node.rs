@@ -201,12 +201,31 @@ fn now() -> String {
 }
 
 /// The conditions the kubelet owns, with upstream's reasons and messages.
-fn conditions(since: &str) -> Value {
+fn conditions(since: &str, network: Option<&(bool, String)>) -> Value {
     let hb = now();
     let c = |t: &str, s: &str, reason: &str, message: &str| {
         json!({"type": t, "status": s, "reason": reason, "message": message,
                "lastHeartbeatTime": hb, "lastTransitionTime": since})
     };
+    let mut all = conditions_list(&c);
+    if let (Some((ready, changed)), Some(list)) = (network, all.as_array_mut()) {
+        // Upstream's wording: the kubelet's "Node created without a route", then the route
+        // controller's "RouteController created a route".
+        let (status, reason, message) = if *ready {
+            ("False", "RouteCreated", "RouteController created a route")
+        } else {
+            ("True", "NoRouteCreated", "Node created without a route")
+        };
+        list.insert(
+            0,
+            json!({"type": "NetworkUnavailable", "status": status, "reason": reason,
+                   "message": message, "lastHeartbeatTime": hb, "lastTransitionTime": changed}),
+        );
+    }
+    all
+}
+
+fn conditions_list(c: &dyn Fn(&str, &str, &str, &str) -> Value) -> Value {
     json!([
         c(
             "MemoryPressure",
@@ -235,7 +254,7 @@ fn conditions(since: &str) -> Value {
     ])
 }
 
-fn status_body(spec: &NodeSpec, since: &str) -> Value {
+fn status_body(spec: &NodeSpec, since: &str, network: Option<&(bool, String)>) -> Value {
     let addresses: Vec<Value> = spec
         .addresses
         .iter()
@@ -246,7 +265,7 @@ fn status_body(spec: &NodeSpec, since: &str) -> Value {
             "capacity": spec.capacity,
             "allocatable": spec.capacity,
             "addresses": addresses,
-            "conditions": conditions(since),
+            "conditions": conditions(since, network),
             "daemonEndpoints": {"kubeletEndpoint": {"Port": spec.port}},
             "nodeInfo": spec.node_info,
         }
@@ -279,13 +298,18 @@ pub async fn register(client: &kube::Client, spec: &NodeSpec) -> kube::Result<()
     }
 }
 
-async fn report_status(client: &kube::Client, spec: &NodeSpec, since: &str) -> kube::Result<()> {
+async fn report_status(
+    client: &kube::Client,
+    spec: &NodeSpec,
+    since: &str,
+    network: Option<&(bool, String)>,
+) -> kube::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .patch_status(
             &spec.name,
             &PatchParams::default(),
-            &Patch::Merge(&status_body(spec, since)),
+            &Patch::Merge(&status_body(spec, since, network)),
         )
         .await?;
     Ok(())
@@ -324,13 +348,18 @@ async fn renew_lease(client: &kube::Client, spec: &NodeSpec, uid: &str) -> kube:
 
 /// Registers the node, then renews its Lease and reports its status every `every` until
 /// `shutdown`. API errors are logged and retried: a kubelet never gives up on its node.
+/// With `network` (whether the pod network is set up), the node also reports
+/// NetworkUnavailable, at once when it changes.
 pub async fn run(
     client: kube::Client,
     spec: NodeSpec,
     every: Duration,
+    mut network: Option<tokio::sync::watch::Receiver<bool>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let since = now();
+    let mut net_state: Option<(bool, String)> =
+        network.as_ref().map(|n| (*n.borrow(), since.clone()));
     let mut delay = Duration::from_millis(200);
     loop {
         match register(&client, &spec).await {
@@ -351,6 +380,23 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
+            changed = async {
+                match network.as_mut() {
+                    Some(n) => n.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if !changed {
+                    // The sender is gone (shutdown): stop following it.
+                    network = None;
+                }
+            }
+        }
+        if let (Some(n), Some(state)) = (network.as_ref(), net_state.as_mut()) {
+            let ready = *n.borrow();
+            if ready != state.0 {
+                *state = (ready, now());
+            }
         }
         if uid.is_empty() {
             match nodes.get(&spec.name).await {
@@ -368,7 +414,7 @@ pub async fn run(
                 }
             }
         }
-        if let Err(e) = report_status(&client, &spec, &since).await {
+        if let Err(e) = report_status(&client, &spec, &since, net_state.as_ref()).await {
             tracing::warn!(node = %spec.name, error = %e, "reporting node status");
             if matches!(&e, kube::Error::Api(a) if a.code == 404) {
                 uid.clear();

@@ -37,6 +37,7 @@ pub async fn run(
             client.clone(),
             spec,
             cfg.node_status_update_frequency,
+            None,
             shutdown.clone(),
         )));
         let c = client.clone();

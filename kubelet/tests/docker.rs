@@ -247,6 +247,32 @@ async fn node_registers_with_lease_and_conditions() {
             .unwrap_or_default();
         assert_eq!(cond["status"], s, "{t}");
     }
+    // NetworkUnavailable: False once pods can get a network (here Docker's default bridge:
+    // no podCIDR, no wait), with the route controller's wording.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let net = loop {
+        let n = nodes.get(&c.node).await.expect("node");
+        let cond = n
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|x| x.type_ == "NetworkUnavailable");
+        if let Some(cond) = cond.filter(|x| x.status == "False") {
+            break cond;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "NetworkUnavailable never became False"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(net.reason.as_deref(), Some("RouteCreated"));
+    assert_eq!(
+        net.message.as_deref(),
+        Some("RouteController created a route")
+    );
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
     let lease = leases.get(&c.node).await.expect("lease");
     let spec = lease.spec.expect("lease spec");

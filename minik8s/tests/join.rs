@@ -225,6 +225,33 @@ async fn agent_joins_server_runs_pods_and_is_restricted_to_its_own() -> Result<(
     )
     .await
     .with_context(|| std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default())?;
+    // The node reports NetworkUnavailable until its pod network (on the podCIDR the server
+    // allocated) is set up, then False, so the network-unavailable taint goes.
+    wait_for(
+        "NetworkUnavailable=False and no network-unavailable taint",
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(&node).await.ok()?;
+            let net_ok = n
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False");
+            let tainted = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| {
+                    t.iter()
+                        .any(|t| t.key == "node.kubernetes.io/network-unavailable")
+                });
+            (net_ok && !tainted && n.spec.as_ref()?.pod_cidr.is_some()).then_some(())
+        },
+    )
+    .await
+    .with_context(|| std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default())?;
     let node_kc = agent_dir.join("kubelet.kubeconfig");
     assert_eq!(
         std::fs::metadata(&node_kc)?.permissions().mode() & 0o777,
