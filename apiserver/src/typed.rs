@@ -19,7 +19,7 @@ fn rt<T: DeserializeOwned + Serialize>(v: &Value) -> Option<Result<Value, String
     })
 }
 
-/// The object as the typed model of `group`/`kind` sees it: `None` for kinds without one,
+/// The object as the typed model of `group`/`version`/`kind` sees it: `None` for kinds without one,
 /// `Some(Err(..))` when the object does not decode (a field of the wrong type).
 pub fn roundtrip(
     group: &str,
@@ -27,48 +27,50 @@ pub fn roundtrip(
     kind: &str,
     v: &Value,
 ) -> Option<Result<Value, String>> {
-    if (group, version, kind) == ("autoscaling", "v1", "HorizontalPodAutoscaler") {
-        return rt::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(v);
-    }
-    match (group, kind) {
-        ("", "Namespace") => rt::<core::Namespace>(v),
-        ("", "Pod") => rt::<core::Pod>(v),
-        ("", "Service") => rt::<core::Service>(v),
-        ("", "Endpoints") => rt::<core::Endpoints>(v),
-        ("", "ConfigMap") => rt::<core::ConfigMap>(v),
-        ("", "Secret") => rt::<core::Secret>(v),
-        ("", "Node") => rt::<core::Node>(v),
-        ("", "Event") => rt::<core::Event>(v),
-        ("", "ServiceAccount") => rt::<core::ServiceAccount>(v),
-        ("", "PersistentVolume") => rt::<core::PersistentVolume>(v),
-        ("", "PersistentVolumeClaim") => rt::<core::PersistentVolumeClaim>(v),
-        ("", "ResourceQuota") => rt::<core::ResourceQuota>(v),
-        ("", "LimitRange") => rt::<core::LimitRange>(v),
-        ("", "PodTemplate") => rt::<core::PodTemplate>(v),
-        ("", "ReplicationController") => rt::<core::ReplicationController>(v),
-        ("apps", "Deployment") => rt::<apps::Deployment>(v),
-        ("apps", "ReplicaSet") => rt::<apps::ReplicaSet>(v),
-        ("apps", "StatefulSet") => rt::<apps::StatefulSet>(v),
-        ("apps", "DaemonSet") => rt::<apps::DaemonSet>(v),
-        ("apps", "ControllerRevision") => rt::<apps::ControllerRevision>(v),
-        ("batch", "Job") => rt::<batch::Job>(v),
-        ("batch", "CronJob") => rt::<batch::CronJob>(v),
-        ("coordination.k8s.io", "Lease") => rt::<coordination::Lease>(v),
-        ("certificates.k8s.io", "CertificateSigningRequest") => {
+    match (group, version, kind) {
+        ("autoscaling", "v1", "HorizontalPodAutoscaler") => {
+            rt::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(v)
+        }
+        ("", _, "Namespace") => rt::<core::Namespace>(v),
+        ("", _, "Pod") => rt::<core::Pod>(v),
+        ("", _, "Service") => rt::<core::Service>(v),
+        ("", _, "Endpoints") => rt::<core::Endpoints>(v),
+        ("", _, "ConfigMap") => rt::<core::ConfigMap>(v),
+        ("", _, "Secret") => rt::<core::Secret>(v),
+        ("", _, "Node") => rt::<core::Node>(v),
+        ("", _, "Event") => rt::<core::Event>(v),
+        ("", _, "ServiceAccount") => rt::<core::ServiceAccount>(v),
+        ("", _, "PersistentVolume") => rt::<core::PersistentVolume>(v),
+        ("", _, "PersistentVolumeClaim") => rt::<core::PersistentVolumeClaim>(v),
+        ("", _, "ResourceQuota") => rt::<core::ResourceQuota>(v),
+        ("", _, "LimitRange") => rt::<core::LimitRange>(v),
+        ("", _, "PodTemplate") => rt::<core::PodTemplate>(v),
+        ("", _, "ReplicationController") => rt::<core::ReplicationController>(v),
+        ("apps", _, "Deployment") => rt::<apps::Deployment>(v),
+        ("apps", _, "ReplicaSet") => rt::<apps::ReplicaSet>(v),
+        ("apps", _, "StatefulSet") => rt::<apps::StatefulSet>(v),
+        ("apps", _, "DaemonSet") => rt::<apps::DaemonSet>(v),
+        ("apps", _, "ControllerRevision") => rt::<apps::ControllerRevision>(v),
+        ("batch", _, "Job") => rt::<batch::Job>(v),
+        ("batch", _, "CronJob") => rt::<batch::CronJob>(v),
+        ("coordination.k8s.io", _, "Lease") => rt::<coordination::Lease>(v),
+        ("certificates.k8s.io", _, "CertificateSigningRequest") => {
             rt::<certificates::CertificateSigningRequest>(v)
         }
-        ("discovery.k8s.io", "EndpointSlice") => rt::<discovery::EndpointSlice>(v),
-        ("events.k8s.io", "Event") => rt::<events::Event>(v),
-        ("autoscaling", "HorizontalPodAutoscaler") => rt::<autoscaling::HorizontalPodAutoscaler>(v),
-        ("policy", "PodDisruptionBudget") => rt::<policy::PodDisruptionBudget>(v),
-        ("networking.k8s.io", "Ingress") => rt::<networking::Ingress>(v),
-        ("networking.k8s.io", "NetworkPolicy") => rt::<networking::NetworkPolicy>(v),
-        ("rbac.authorization.k8s.io", "Role") => rt::<rbac::Role>(v),
-        ("rbac.authorization.k8s.io", "RoleBinding") => rt::<rbac::RoleBinding>(v),
-        ("rbac.authorization.k8s.io", "ClusterRole") => rt::<rbac::ClusterRole>(v),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => rt::<rbac::ClusterRoleBinding>(v),
-        ("storage.k8s.io", "StorageClass") => rt::<storage::StorageClass>(v),
-        ("scheduling.k8s.io", "PriorityClass") => rt::<scheduling::PriorityClass>(v),
+        ("discovery.k8s.io", _, "EndpointSlice") => rt::<discovery::EndpointSlice>(v),
+        ("events.k8s.io", _, "Event") => rt::<events::Event>(v),
+        ("autoscaling", _, "HorizontalPodAutoscaler") => {
+            rt::<autoscaling::HorizontalPodAutoscaler>(v)
+        }
+        ("policy", _, "PodDisruptionBudget") => rt::<policy::PodDisruptionBudget>(v),
+        ("networking.k8s.io", _, "Ingress") => rt::<networking::Ingress>(v),
+        ("networking.k8s.io", _, "NetworkPolicy") => rt::<networking::NetworkPolicy>(v),
+        ("rbac.authorization.k8s.io", _, "Role") => rt::<rbac::Role>(v),
+        ("rbac.authorization.k8s.io", _, "RoleBinding") => rt::<rbac::RoleBinding>(v),
+        ("rbac.authorization.k8s.io", _, "ClusterRole") => rt::<rbac::ClusterRole>(v),
+        ("rbac.authorization.k8s.io", _, "ClusterRoleBinding") => rt::<rbac::ClusterRoleBinding>(v),
+        ("storage.k8s.io", _, "StorageClass") => rt::<storage::StorageClass>(v),
+        ("scheduling.k8s.io", _, "PriorityClass") => rt::<scheduling::PriorityClass>(v),
         _ => None,
     }
 }

@@ -161,7 +161,7 @@ impl Credentials {
     /// certificate's lifetime, so that a fleet of nodes does not renew all at once.
     fn rotation_deadline(&self) -> i64 {
         let total = (self.not_after - self.not_before).max(0) as f64;
-        let jitter = 0.7 + 0.2 * rand_unit();
+        let jitter = 0.7 + 0.2 * rand::random::<f64>();
         self.not_before + (total * jitter) as i64
     }
 }
@@ -174,10 +174,6 @@ fn rfc3339(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
-}
-
-fn rand_unit() -> f64 {
-    rand::random::<f64>()
 }
 
 /// Renews the node's client certificate at its rotation deadline, as upstream's kubelet

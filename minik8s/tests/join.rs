@@ -542,7 +542,12 @@ async fn join_tokens_are_created_expire_and_are_cleaned_up() -> Result<()> {
         "same CA pin"
     );
     let long_id = bare.split_once('.').context("id.secret")?.0.to_string();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expires at"));
+    let hint = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(hint.contains("expires at"), "{hint}");
+    assert!(
+        hint.contains(&format!("minik8s agent --server {} --token", server.url)),
+        "{hint}"
+    );
     let s = secrets.get(&format!("bootstrap-token-{long_id}")).await?;
     assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
 

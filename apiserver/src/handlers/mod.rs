@@ -187,7 +187,7 @@ async fn non_resource(
             match (pb, json) {
                 (Some(p), j) if j.is_none_or(|j| p < j) => {
                     let pb = state.openapi_v2.protobuf_with(&stored_crds(state));
-                    let mut r = Response::new(full(pb.as_ref().clone()));
+                    let mut r = Response::new(full(pb));
                     // Upstream answers both request forms with the dotted one: Go's
                     // mime.ParseMediaType refuses the `@`.
                     r.headers_mut().insert(

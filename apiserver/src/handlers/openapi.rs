@@ -5,7 +5,9 @@
 //! is put together on its first request and kept.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
+
+use bytes::Bytes;
 
 use serde_json::{json, Value};
 
@@ -234,9 +236,9 @@ pub struct OpenApiV2 {
     paths: serde_json::Map<String, Value>,
     kinds: Vec<(&'static str, &'static str, &'static str)>,
     text: OnceLock<String>,
-    protobuf: OnceLock<Vec<u8>>,
+    protobuf: OnceLock<Bytes>,
     /// The protobuf form of the last document with custom resources, by its text's hash.
-    custom_protobuf: Mutex<Option<(String, Arc<Vec<u8>>)>>,
+    custom_protobuf: Mutex<Option<(String, Bytes)>>,
 }
 
 impl OpenApiV2 {
@@ -261,60 +263,62 @@ impl OpenApiV2 {
 
     /// `/openapi/v2` as JSON.
     pub fn text(&self) -> &str {
-        self.text.get_or_init(|| {
-            let definitions = ::openapi::schemas_for(&self.kinds, ::openapi::Version::V2);
-            format!(
-                r#"{{"swagger":"2.0","info":{{"title":"Kubernetes","version":"{VERSION}"}},"paths":{},"definitions":{{{definitions}}}}}"#,
-                Value::Object(self.paths.clone())
-            )
-        })
-    }
-}
-
-impl OpenApiV2 {
-    /// `/openapi/v2` as gnostic's `openapi.v2.Document`.
-    pub fn protobuf(&self) -> &[u8] {
-        self.protobuf.get_or_init(|| {
-            let doc: Value = serde_json::from_str(self.text()).unwrap_or(Value::Null);
-            super::openapi_pb::document(&doc)
-        })
+        self.text
+            .get_or_init(|| self.render(Value::Object(self.paths.clone()), ""))
     }
 
-    /// `/openapi/v2` with the custom resources the `crds` (stored objects) serve, as JSON.
-    pub fn text_with(&self, crds: &[Value]) -> String {
-        let (custom_paths, custom_defs) = custom_v2(crds);
-        if custom_defs.is_empty() {
-            return self.text().to_string();
-        }
-        let mut paths = self.paths.clone();
-        paths.extend(custom_paths);
+    /// The document with `paths` and the built-in definitions plus `extra` (`,"name":{..}`...).
+    fn render(&self, paths: Value, extra: &str) -> String {
         let definitions = ::openapi::schemas_for(&self.kinds, ::openapi::Version::V2);
-        let mut custom = String::new();
-        // Custom lists refer to ListMeta, which no built-in kind's schema reaches.
-        for meta in [OBJECT_META, LIST_META] {
-            if !definitions.contains(&format!("\"{meta}\":")) {
-                custom.push(',');
-                custom.push_str(&::openapi::schemas_named(&[meta], ::openapi::Version::V2));
-            }
-        }
-        for (name, s) in custom_defs {
-            custom.push(',');
-            custom.push_str(&Value::String(name).to_string());
-            custom.push(':');
-            custom.push_str(&s.to_string());
-        }
         format!(
-            r#"{{"swagger":"2.0","info":{{"title":"Kubernetes","version":"{VERSION}"}},"paths":{},"definitions":{{{definitions}{custom}}}}}"#,
-            Value::Object(paths)
+            r#"{{"swagger":"2.0","info":{{"title":"Kubernetes","version":"{VERSION}"}},"paths":{paths},"definitions":{{{definitions}{extra}}}}}"#
         )
     }
 
-    /// [`OpenApiV2::text_with`] as protobuf; the last one is kept while the CRDs stay the same.
-    pub fn protobuf_with(&self, crds: &[Value]) -> Arc<Vec<u8>> {
-        let text = self.text_with(crds);
-        if text.len() == self.text().len() && text == self.text() {
-            return Arc::new(self.protobuf().to_vec());
+    /// `/openapi/v2` as gnostic's `openapi.v2.Document`.
+    pub fn protobuf(&self) -> Bytes {
+        self.protobuf
+            .get_or_init(|| Bytes::from(super::openapi_pb::document(&parse(self.text()))))
+            .clone()
+    }
+
+    /// The document with the custom resources the `crds` (stored objects) serve; `None`
+    /// when they serve none (the built-in document).
+    fn with_custom(&self, crds: &[Value]) -> Option<String> {
+        let (custom_paths, custom_defs) = custom_v2(crds);
+        if custom_defs.is_empty() {
+            return None;
         }
+        let mut paths = self.paths.clone();
+        paths.extend(custom_paths);
+        let mut extra = String::new();
+        // Custom lists refer to ListMeta, which no built-in kind's schema reaches.
+        for meta in [OBJECT_META, LIST_META] {
+            if !self.text().contains(&format!("\"{meta}\":")) {
+                extra.push(',');
+                extra.push_str(&::openapi::schemas_named(&[meta], ::openapi::Version::V2));
+            }
+        }
+        for (name, s) in custom_defs {
+            extra.push(',');
+            extra.push_str(&Value::String(name).to_string());
+            extra.push(':');
+            extra.push_str(&s.to_string());
+        }
+        Some(self.render(Value::Object(paths), &extra))
+    }
+
+    /// `/openapi/v2` with the custom resources the `crds` serve, as JSON.
+    pub fn text_with(&self, crds: &[Value]) -> String {
+        self.with_custom(crds)
+            .unwrap_or_else(|| self.text().to_string())
+    }
+
+    /// [`OpenApiV2::text_with`] as protobuf; the last one is kept while the CRDs stay the same.
+    pub fn protobuf_with(&self, crds: &[Value]) -> Bytes {
+        let Some(text) = self.with_custom(crds) else {
+            return self.protobuf();
+        };
         let key = hash(&text);
         let mut cached = match self.custom_protobuf.lock() {
             Ok(c) => c,
@@ -325,11 +329,14 @@ impl OpenApiV2 {
                 return pb.clone();
             }
         }
-        let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let pb = Arc::new(super::openapi_pb::document(&doc));
+        let pb = Bytes::from(super::openapi_pb::document(&parse(&text)));
         *cached = Some((key, pb.clone()));
         pb
     }
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
 /// Upstream's `ToStructuralOpenAPIV2`: what OpenAPI v2 (and kubectl reading it) cannot take

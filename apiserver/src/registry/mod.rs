@@ -154,8 +154,10 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
-    /// When several group-versions serve one stored resource (core/v1 and events.k8s.io/v1
-    /// Events), the storage name they share; `None` = the resource's own plural.
+    /// When several group-versions serve one stored resource, the key path under `/registry/`
+    /// they share: `events` (core/v1 and events.k8s.io/v1 Events),
+    /// `autoscaling/horizontalpodautoscalers` (autoscaling/v1 and v2); `None` = the resource's
+    /// own.
     fn storage_resource(&self) -> Option<&'static str> {
         None
     }

@@ -458,6 +458,14 @@ pub(crate) fn format_hpa_metrics(specs: &[Value], statuses: &[Value]) -> String 
 }
 
 fn hpa_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    // An autoscaling/v1 object prints like its v2 form, as upstream prints the internal one.
+    let v2;
+    let obj = if obj.get("apiVersion").and_then(Value::as_str) == Some("autoscaling/v1") {
+        v2 = crate::registry::strategies::hpa::v1_to_v2(obj.clone());
+        &v2
+    } else {
+        obj
+    };
     let (specs, statuses) = hpa_metrics(obj);
     let min_pods = opt_int(obj, &["spec", "minReplicas"])
         .map(|m| m.to_string())
@@ -636,6 +644,25 @@ mod tests {
         assert_eq!(
             controller_revision_cells(&orphan, now())[1],
             json!("<none>")
+        );
+    }
+
+    #[test]
+    fn hpa_v1_prints_like_v2() {
+        let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1,
+                "maxReplicas": 5, "targetCPUUtilizationPercentage": 80},
+            "status": {"currentReplicas": 2, "currentCPUUtilizationPercentage": 40}});
+        assert_eq!(
+            hpa_cells(&v1, now())[1..6],
+            [
+                json!("Deployment/web"),
+                json!("cpu: 40%/80%"),
+                json!("1"),
+                json!(5),
+                json!(2)
+            ]
         );
     }
 
